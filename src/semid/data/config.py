@@ -1,0 +1,57 @@
+"""Config of the data stage: which catalogue, how interactions become sequences, queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DataConfig(BaseModel):
+    """Where the catalogue comes from and how interactions are split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(
+        "ml-latest-small",
+        description="MovieLens name (ml-latest-small, ml-100k, ml-1m, ml-10m, ml-20m, ml-25m) "
+        "or 'custom' for an imported catalogue.",
+    )
+    path: Path | None = Field(
+        None, description="Local folder with the dataset files; default: the bundled copy."
+    )
+    rating_threshold: float | None = Field(
+        None, description="Keep only ratings >= this value; None keeps every rating (implicit)."
+    )
+    max_history: int = Field(20, ge=1, description="Histories are truncated to the last N items.")
+    min_user_interactions: int = Field(
+        3, ge=3, description="Leave-last-out needs train, valid and test items per user."
+    )
+    drop_short_users: bool = Field(
+        False, description="Drop users below min_user_interactions instead of failing."
+    )
+    max_tags: int = Field(5, ge=0, description="Most frequent tags appended to an item's text.")
+    max_items: int | None = Field(
+        None, ge=10, description="Keep only the N most interacted items (quick experiments)."
+    )
+    max_users: int | None = Field(
+        None, ge=2, description="Keep only the first N users by id (quick experiments)."
+    )
+
+
+class QueryConfig(BaseModel):
+    """Where search queries come from and how they are split into train and test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["template", "file"] = Field(
+        "template", description="template: offline generator; file: a JSONL query file."
+    )
+    file: Path | None = Field(
+        None, description='JSONL file of {"query": str, "movieId": int} (source=file).'
+    )
+    per_item: int = Field(10, ge=2, description="Queries generated per item.")
+    test_per_item: int = Field(
+        2, ge=1, description="Of each item's queries, how many are held out for testing."
+    )

@@ -1,0 +1,15 @@
+"""User-facing errors: one clear line naming the file or option and the problem."""
+
+from __future__ import annotations
+
+
+class SemidError(Exception):
+    """An error caused by the user's input or config, reported as one line without a traceback."""
+
+
+class DataError(SemidError):
+    """A data file is missing, malformed or inconsistent."""
+
+
+class ConfigError(SemidError):
+    """A config value is invalid or the combination of values is impossible."""

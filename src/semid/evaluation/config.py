@@ -1,0 +1,30 @@
+"""Config of the evaluation stage."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EvalConfig(BaseModel):
+    """How the trained model and the reference points are scored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field([10, 30], description="Cut-offs for Recall@K and NDCG@K.")
+    beam_size: int = Field(30, ge=1, description="Beams = items returned per input.")
+    batch_size: int = Field(32, ge=1, description="Inputs decoded at once.")
+    max_search_queries: int | None = Field(
+        2000, ge=1, description="Held-out queries scored (a seeded sample); None = all."
+    )
+    max_rec_users: int | None = Field(None, ge=1, description="Users scored; None = all.")
+    baselines: list[str] = Field(
+        ["popularity", "dense", "bm25", "sasrec"],
+        description="Reference points scored on the same inputs: popularity, dense (kNN with "
+        "the run's embeddings), bm25 (search), sasrec (recommendation).",
+    )
+    exclude_seen: bool = Field(
+        False,
+        description="Drop items of the user's history from recommendation rankings (applied to "
+        "reference points; the popularity baseline is always also reported both ways).",
+    )
+    split: str = Field("test", pattern="^(test|valid)$", description="Which target to score.")

@@ -1,0 +1,56 @@
+"""Config of the generative model and its training."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    """The seq2seq backbone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = Field(
+        "t5-scratch",
+        description="'t5-scratch' (small T5 trained from scratch), 'sentence-encoder' "
+        "(the embedding encoder + a fresh decoder) or a path to a local HF seq2seq checkpoint.",
+    )
+    d_model: int = Field(256, ge=16)
+    d_ff: int = Field(1024, ge=16)
+    num_layers: int = Field(4, ge=1, description="Encoder layers.")
+    num_decoder_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    d_kv: int = Field(64, ge=8)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    text_vocab_size: int = Field(
+        8000, ge=500, description="Word-piece vocabulary trained on item texts and train queries."
+    )
+    max_query_tokens: int = Field(32, ge=4, description="Truncation of search inputs.")
+    max_history_items: int = Field(
+        20, ge=1, description="Items of the history fed to the model (most recent last)."
+    )
+
+
+class TrainConfig(BaseModel):
+    """Training of the generative model on both tasks at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the training examples.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    rec_windows_per_user: int | None = Field(
+        None, ge=1, description="Most recent sliding-window rec examples kept per user."
+    )
+    indexing_examples: bool = Field(True, description="Add item text -> item ID examples.")
+    num_threads: int | None = Field(None, ge=1, description="torch threads (default: all cores).")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
+    precision: str = Field(
+        "auto",
+        pattern="^(auto|fp32|bf16)$",
+        description="bf16 autocast (fp32 weights) where the hardware supports it; auto = bf16 "
+        "on CUDA with bf16 and on CPUs with AVX512-BF16/AMX, else fp32.",
+    )

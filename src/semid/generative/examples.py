@@ -1,0 +1,112 @@
+"""Turn queries, item texts and user histories into (input tokens, target ID tokens) pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from semid.generative.vocab import SemanticVocab
+
+
+@dataclass
+class Examples:
+    """Padded token matrices of one set of examples."""
+
+    inputs: np.ndarray  # int32 (n, max_len), right-padded
+    lengths: np.ndarray  # int32 (n,)
+    targets: np.ndarray  # int64 (n, n_cols): target ID tokens
+    task: np.ndarray  # int8 (n,): 0 search/indexing, 1 rec
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+class InputEncoder:
+    """Renders search inputs and histories as token ids, identically in training and serving."""
+
+    def __init__(
+        self,
+        vocab: SemanticVocab,
+        id_codes: dict[str, np.ndarray],
+        max_query_tokens: int,
+        max_history_items: int,
+    ) -> None:
+        self.vocab = vocab
+        self.max_query_tokens = max_query_tokens
+        self.max_history_items = max_history_items
+        self.id_tokens = {name: vocab.spaces[name].tokens(c) for name, c in id_codes.items()}
+
+    def search(self, texts: Sequence[str]) -> list[list[int]]:
+        """``<task_search> text tokens </s>`` for each text."""
+        enc = self.vocab.tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            truncation=True,
+            max_length=self.max_query_tokens,
+        )["input_ids"]
+        head, eos = self.vocab.task_token("search"), self.vocab.eos_id
+        return [[head, *ids, eos] for ids in enc]
+
+    def history(self, histories: Sequence[Sequence[int]]) -> list[list[int]]:
+        """``<task_rec>`` + the ID tokens of the last items of each history + ``</s>``."""
+        table = self.id_tokens[self.vocab.task_space["rec"]]
+        head, eos = self.vocab.task_token("rec"), self.vocab.eos_id
+        out = []
+        for items in histories:
+            recent = list(items)[-self.max_history_items :]
+            out.append([head, *table[recent].reshape(-1).tolist(), eos])
+        return out
+
+    def targets(self, items: Sequence[int], task: str) -> np.ndarray:
+        """ID tokens of each target item in the task's ID space."""
+        return self.id_tokens[self.vocab.task_space[task]][np.asarray(items, dtype=np.int64)]
+
+
+def pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token lists into an int32 matrix; returns (matrix, lengths)."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int32, count=len(sequences))
+    out = np.full((len(sequences), int(lengths.max(initial=1))), pad_id, dtype=np.int32)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = seq
+    return out, lengths
+
+
+def rec_windows(
+    train_sequences: Sequence[Sequence[int]], max_per_user: int | None
+) -> tuple[list[list[int]], list[int]]:
+    """Sliding windows over each training sequence: (prefix -> next item), most recent first kept."""
+    histories: list[list[int]] = []
+    targets: list[int] = []
+    for seq in train_sequences:
+        seq = list(seq)
+        positions = range(1, len(seq))
+        if max_per_user is not None:
+            positions = positions[-max_per_user:]
+        for t in positions:
+            histories.append(seq[:t])
+            targets.append(seq[t])
+    return histories, targets
+
+
+def build_examples(
+    encoder: InputEncoder,
+    search_texts: Sequence[str],
+    search_items: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    rec_targets: Sequence[int],
+) -> Examples:
+    """Stack search-type examples (queries and item texts) and recommendation examples."""
+    search_inputs = encoder.search(search_texts) if len(search_texts) else []
+    rec_inputs = encoder.history(histories) if len(histories) else []
+    inputs, lengths = pad(search_inputs + rec_inputs, encoder.vocab.pad_id)
+    parts = []
+    if len(search_items):
+        parts.append(encoder.targets(search_items, "search"))
+    if len(rec_targets):
+        parts.append(encoder.targets(rec_targets, "rec"))
+    task = np.concatenate(
+        [np.zeros(len(search_inputs), np.int8), np.ones(len(rec_inputs), np.int8)]
+    )
+    return Examples(inputs, lengths, np.concatenate(parts), task)

@@ -1,0 +1,126 @@
+"""Seq2seq backbones: a small T5 from scratch, a sentence encoder + fresh decoder, or any local
+Hugging Face seq2seq checkpoint. All of them are returned with the semantic-ID tokens added."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BertConfig,
+    BertLMHeadModel,
+    EncoderDecoderModel,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from semid.errors import ConfigError
+from semid.generative.config import ModelConfig
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={device}: CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if _cpu_has_fast_bf16() else None
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pretrained_tokenizer(cfg: ModelConfig, encoder_path: str | None) -> PreTrainedTokenizerFast | None:
+    """The tokenizer a pretrained backbone brings, or None for ``t5-scratch``."""
+    if cfg.backbone == "t5-scratch":
+        return None
+    path = encoder_path if cfg.backbone == "sentence-encoder" else cfg.backbone
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"model.backbone={cfg.backbone}: no local model folder at {path}")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_model(
+    cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, encoder_path: str | None = None
+) -> PreTrainedModel:
+    """Create the seq2seq model with an embedding table of ``vocab_size`` tokens."""
+    if cfg.backbone == "t5-scratch":
+        config = T5Config(
+            vocab_size=vocab_size,
+            d_model=cfg.d_model,
+            d_ff=cfg.d_ff,
+            d_kv=cfg.d_kv,
+            num_layers=cfg.num_layers,
+            num_decoder_layers=cfg.num_decoder_layers,
+            num_heads=cfg.num_heads,
+            dropout_rate=cfg.dropout,
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+            decoder_start_token_id=pad_id,
+        )
+        return T5ForConditionalGeneration(config)
+    if cfg.backbone == "sentence-encoder":
+        return _sentence_encoder_backbone(cfg, vocab_size, pad_id, eos_id, encoder_path)
+    model = AutoModelForSeq2SeqLM.from_pretrained(cfg.backbone)
+    model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def _sentence_encoder_backbone(
+    cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, encoder_path: str | None
+) -> PreTrainedModel:
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(encoder_path)
+    encoder.resize_token_embeddings(vocab_size)
+    decoder_cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=encoder.config.hidden_size,
+        num_hidden_layers=cfg.num_decoder_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.d_ff,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+        is_decoder=True,
+        add_cross_attention=True,
+        pad_token_id=pad_id,
+    )
+    model = EncoderDecoderModel(encoder=encoder, decoder=BertLMHeadModel(decoder_cfg))
+    model.config.decoder_start_token_id = pad_id
+    model.config.pad_token_id = pad_id
+    model.config.eos_token_id = eos_id
+    return model
+
+
+def load_model(folder: Path) -> PreTrainedModel:
+    """Load a saved generator (any of the backbones)."""
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(folder)
+    except ValueError:
+        return EncoderDecoderModel.from_pretrained(folder)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,160 @@
+"""A trained generator packaged for use: text or history in, ranked catalogue items out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from semid.generative.decode import constrained_beam_search
+from semid.generative.examples import InputEncoder, pad
+from semid.generative.model import autocast_dtype, load_model
+from semid.generative.trie import PrefixTrie
+from semid.generative.vocab import SemanticVocab
+from semid.io import read_json, write_json, write_npy
+
+ENCODER_FILE = "input_encoder.json"
+
+
+class GenerativeRetriever:
+    """Seq2seq model + vocabulary + one prefix trie per ID space.
+
+    Parameters
+    ----------
+    model : PreTrainedModel
+        The trained seq2seq model.
+    vocab : SemanticVocab
+        Text tokenizer and ID tokens.
+    id_codes : dict of str to ndarray
+        Codes (n_items, n_cols) of each ID space, rows aligned with the item table.
+    max_query_tokens, max_history_items : int
+        Input truncation, as in training.
+    precision : {"auto", "fp32", "bf16"}
+        Decoding precision (bf16 autocast where the hardware is fast at it).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        vocab: SemanticVocab,
+        id_codes: dict[str, np.ndarray],
+        max_query_tokens: int,
+        max_history_items: int,
+        precision: str = "auto",
+    ) -> None:
+        self.model = model.eval()
+        self.precision = precision
+        self.vocab = vocab
+        self.id_codes = id_codes
+        self.inputs = InputEncoder(vocab, id_codes, max_query_tokens, max_history_items)
+        self.tries = {
+            name: PrefixTrie(codes, vocab.spaces[name].cardinalities)
+            for name, codes in id_codes.items()
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def trie_for(self, task: str, allowed_items: np.ndarray | None = None) -> PrefixTrie:
+        """The task's trie, or one restricted to ``allowed_items`` (decode-time filter)."""
+        space = self.vocab.task_space[task]
+        if allowed_items is None:
+            return self.tries[space]
+        allowed_items = np.unique(np.asarray(allowed_items, dtype=np.int64))
+        codes = self.id_codes[space][allowed_items]
+        return PrefixTrie(codes, self.vocab.spaces[space].cardinalities, items=allowed_items)
+
+    def _rank(
+        self,
+        token_lists: list[list[int]],
+        task: str,
+        k: int,
+        batch_size: int,
+        allowed_items: np.ndarray | None,
+        progress: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        trie = self.trie_for(task, allowed_items)
+        space = self.vocab.space_for(task)
+        start_id = self.model.config.decoder_start_token_id
+        amp = autocast_dtype(self.precision, self.device)
+        all_items, all_scores = [], []
+        order = np.argsort([len(t) for t in token_lists], kind="stable")
+        batches = range(0, len(order), batch_size)
+        for start in tqdm(batches, desc=f"decode {task}", disable=not progress, unit="batch"):
+            idx = order[start : start + batch_size]
+            ids, _ = pad([token_lists[i] for i in idx], self.vocab.pad_id)
+            input_ids = torch.from_numpy(ids.astype(np.int64)).to(self.device)
+            mask = input_ids != self.vocab.pad_id
+            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+                items, scores = constrained_beam_search(
+                    self.model, input_ids, mask, trie, space, k, start_id
+                )
+            all_items.append(items.cpu().numpy())
+            all_scores.append(scores.cpu().numpy())
+        items = np.empty((len(token_lists), k), dtype=np.int64)
+        scores = np.empty((len(token_lists), k), dtype=np.float32)
+        if len(order):
+            items[order] = np.concatenate(all_items)
+            scores[order] = np.concatenate(all_scores)
+        return items, scores
+
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 30,
+        batch_size: int = 32,
+        allowed_items: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item indices and log-likelihoods for each query (-1 pads)."""
+        return self._rank(
+            self.inputs.search(queries), "search", k, batch_size, allowed_items, progress
+        )
+
+    def recommend(
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int = 30,
+        batch_size: int = 32,
+        allowed_items: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` next items for each history of item indices (-1 pads)."""
+        return self._rank(
+            self.inputs.history(histories), "rec", k, batch_size, allowed_items, progress
+        )
+
+    def save(self, folder: Path) -> None:
+        """Write a self-contained folder: weights, tokenizer, ID spaces, input settings."""
+        folder = Path(folder)
+        self.model.save_pretrained(folder)
+        self.vocab.save(folder)
+        for name, codes in self.id_codes.items():
+            write_npy(folder / f"codes_{name}.npy", codes)
+        write_json(
+            folder / ENCODER_FILE,
+            {
+                "max_query_tokens": self.inputs.max_query_tokens,
+                "max_history_items": self.inputs.max_history_items,
+                "spaces": sorted(self.id_codes),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls, folder: Path, device: str | torch.device = "cpu", precision: str = "auto"
+    ) -> GenerativeRetriever:
+        """Load a folder written by :meth:`save`."""
+        folder = Path(folder)
+        meta = read_json(folder / ENCODER_FILE)
+        vocab = SemanticVocab.load(folder)
+        codes = {name: np.load(folder / f"codes_{name}.npy") for name in meta["spaces"]}
+        model = load_model(folder).to(device)
+        return cls(
+            model, vocab, codes, meta["max_query_tokens"], meta["max_history_items"], precision
+        )

@@ -1,0 +1,110 @@
+"""Training loop of the generator: one model, both tasks, length-bucketed batches, AdamW."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
+
+from semid.generative.config import TrainConfig
+from semid.generative.examples import Examples
+from semid.generative.model import autocast_dtype
+
+
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk_batches: int = 64
+) -> list[np.ndarray]:
+    """Shuffle, sort by length inside chunks of ``chunk_batches`` batches, shuffle the batches.
+
+    Examples of similar length share a batch (little padding) while the order stays random.
+    """
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.device):
+    """Trim a batch to its longest input and move it to ``device``."""
+    width = int(examples.lengths[idx].max())
+    input_ids = torch.from_numpy(examples.inputs[idx, :width].astype(np.int64))
+    mask = input_ids != pad_id
+    labels = torch.from_numpy(examples.targets[idx])
+    return input_ids.to(device), mask.to(device), labels.to(device)
+
+
+def train_generator(
+    model: PreTrainedModel,
+    examples: Examples,
+    cfg: TrainConfig,
+    pad_id: int,
+    device: torch.device,
+    seed: int,
+) -> dict:
+    """Train ``model`` in place; returns the loss curve and throughput."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model.to(device).train()
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = math.ceil(cfg.epochs * steps_per_epoch)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(cfg.warmup_ratio * total), total
+    )
+    amp = autocast_dtype(cfg.precision, device)
+    curve: list[dict] = []
+    step, seen, running = 0, 0, []
+    start = time.perf_counter()
+    bar = tqdm(total=total, desc="train generator", unit="step", dynamic_ncols=True)
+    while step < total:
+        for idx in length_bucketed_batches(examples.lengths, cfg.batch_size, rng):
+            input_ids, mask, labels = collate(examples, idx, pad_id, device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seen += len(idx)
+            running.append(loss.item())
+            if step % 50 == 0 or step == total:
+                mean = float(np.mean(running))
+                curve.append({"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": mean})
+                bar.set_postfix(loss=f"{mean:.3f}")
+                running = []
+            bar.update(1)
+            if step >= total:
+                break
+    bar.close()
+    seconds = time.perf_counter() - start
+    model.eval()
+    return {
+        "steps": step,
+        "examples_seen": seen,
+        "seconds": round(seconds, 2),
+        "examples_per_second": round(seen / max(seconds, 1e-9), 1),
+        "precision": "bf16" if amp is not None else "fp32",
+        "loss_curve": curve,
+    }

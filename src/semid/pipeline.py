@@ -1,0 +1,414 @@
+"""The pipeline: data -> splits -> embeddings -> ids -> model -> evaluation -> report.
+
+Each stage reads the artifacts of the stages before it from disk and writes its own into the
+stage cache (see :mod:`semid.runs`), so any stage can be rerun, reused or resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from semid import __version__
+from semid.config import RunConfig
+from semid.data import load_dataset, load_query_file, make_splits
+from semid.data.dataset import Dataset, Splits
+from semid.embeddings import build_embeddings, load_embeddings
+from semid.errors import ConfigError
+from semid.evaluation.evaluate import EvalInputs, eval_inputs, score
+from semid.evaluation.reference import knn
+from semid.generative.examples import InputEncoder, build_examples, rec_windows
+from semid.generative.model import (
+    build_model,
+    count_parameters,
+    pretrained_tokenizer,
+    resolve_device,
+)
+from semid.generative.retriever import GenerativeRetriever
+from semid.generative.train import train_generator
+from semid.generative.vocab import SemanticVocab, train_text_tokenizer
+from semid.io import file_hash, read_json, stable_hash, write_json, write_parquet
+from semid.quantizers import build_ids, load_ids
+from semid.runs import Run, StageResult
+
+log = logging.getLogger(__name__)
+
+STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "baselines"]
+
+
+def run_name(cfg: RunConfig) -> str:
+    """A readable, unique default name: space-quantizer-shape-seed-confighash."""
+    q = cfg.quantizer
+    digest = stable_hash(cfg.model_dump(mode="json", exclude={"name"}), 6)
+    return f"{cfg.embedding.space}-{q.name}-{q.levels}x{q.codebook_size}-s{cfg.seed}-{digest}"
+
+
+def _fingerprint(path: Path | None) -> Any:
+    """Names, sizes and content hashes of the files a stage reads (cheap for small files)."""
+    if path is None:
+        return None
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        size = f.stat().st_size
+        out.append([f.name, size, file_hash(f) if size < 64 << 20 else int(f.stat().st_mtime)])
+    return out
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` torch threads (default: every core)."""
+    torch.set_num_threads(n or os.cpu_count() or 1)
+
+
+@dataclass
+class PipelineState:
+    """Stage results of a run, filled as the pipeline advances."""
+
+    cfg: RunConfig
+    run: Run
+    stages: dict[str, StageResult]
+
+    def path(self, stage: str) -> Path:
+        return self.stages[stage].path
+
+
+def stage_data(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "version": __version__,
+        "data": cfg.data.model_dump(mode="json"),
+        "files": _fingerprint(cfg.data.path),
+    }
+
+    def build(out: Path) -> dict:
+        dataset = load_dataset(cfg.data)
+        dataset.save(out)
+        return {
+            "items": dataset.items.height,
+            "interactions": dataset.interactions.height,
+            "users": dataset.interactions["user_id"].n_unique(),
+        }
+
+    return state.run.stage("data", material, build, force)
+
+
+def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "data": state.stages["data"].key,
+        "queries": cfg.queries.model_dump(mode="json"),
+        "query_file": _fingerprint(cfg.queries.file),
+        "seed": cfg.seed,
+    }
+
+    def build(out: Path) -> dict:
+        dataset = Dataset.load(state.path("data"))
+        splits = make_splits(dataset, cfg.data, cfg.queries, cfg.seed)
+        splits.save(out)
+        counts = splits.queries.group_by("split").len().to_dicts()
+        return {
+            "users": splits.sequences.height,
+            "queries": {row["split"]: row["len"] for row in counts},
+        }
+
+    return state.run.stage("splits", material, build, force)
+
+
+def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "splits": state.stages["splits"].key,
+        "embedding": cfg.embedding.model_dump(mode="json"),
+        "seed": cfg.seed,
+    }
+
+    def build(out: Path) -> dict:
+        dataset = Dataset.load(state.path("data"))
+        splits = Splits.load(state.path("splits"))
+        return build_embeddings(cfg.embedding, dataset, splits, out, cfg.seed)
+
+    return state.run.stage("embeddings", material, build, force)
+
+
+def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "embeddings": state.stages["embeddings"].key,
+        "quantizer": cfg.quantizer.model_dump(mode="json"),
+        "seed": cfg.seed,
+    }
+
+    def build(out: Path) -> dict:
+        items = pl.read_parquet(state.path("data") / "items.parquet")
+        artifact = load_embeddings(state.path("embeddings"))
+        return build_ids(
+            cfg.quantizer,
+            artifact.spaces,
+            out,
+            cfg.seed,
+            item_titles=items["title"].to_list(),
+            item_ids=items["item_id"].to_numpy(),
+        )
+
+    return state.run.stage("ids", material, build, force)
+
+
+def _task_spaces(space_names: list[str]) -> dict[str, str]:
+    if "item" in space_names:
+        return {"search": "item", "rec": "item"}
+    if {"search", "rec"} <= set(space_names):
+        return {"search": "search", "rec": "rec"}
+    raise ConfigError(f"ids: cannot map tasks to ID spaces {space_names}")
+
+
+def stage_model(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "splits": state.stages["splits"].key,
+        "ids": state.stages["ids"].key,
+        "model": cfg.model.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json"),
+        "seed": cfg.seed,
+    }
+
+    def build(out: Path) -> dict:
+        set_threads(cfg.train.num_threads)
+        torch.manual_seed(cfg.seed)
+        items = pl.read_parquet(state.path("data") / "items.parquet")
+        splits = Splits.load(state.path("splits"))
+        spaces = load_ids(state.path("ids"))
+        codes = {name: s.codes for name, s in spaces.items()}
+        train_q = splits.train_queries()
+        encoder_path = load_embeddings(state.path("embeddings")).encoder_path
+        tokenizer = pretrained_tokenizer(cfg.model, encoder_path)
+        if tokenizer is None:
+            corpus = items["text"].to_list() + train_q["query"].to_list()
+            tokenizer = train_text_tokenizer(corpus, cfg.model.text_vocab_size)
+        vocab = SemanticVocab.build(
+            tokenizer,
+            {name: s.cardinalities for name, s in spaces.items()},
+            _task_spaces(list(spaces)),
+        )
+        encoder = InputEncoder(
+            vocab, codes, cfg.model.max_query_tokens, cfg.model.max_history_items
+        )
+        texts = train_q["query"].to_list()
+        targets = train_q["item_idx"].to_list()
+        if cfg.train.indexing_examples:
+            texts += items["text"].to_list()
+            targets += list(range(items.height))
+        histories, rec_targets = rec_windows(
+            splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
+        )
+        examples = build_examples(encoder, texts, targets, histories, rec_targets)
+        device = resolve_device(cfg.train.device)
+        model = build_model(cfg.model, len(vocab), vocab.pad_id, vocab.eos_id, encoder_path)
+        log.info("generator: %d parameters, %d examples", count_parameters(model), len(examples))
+        facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, cfg.seed)
+        retriever = GenerativeRetriever(
+            model.cpu(), vocab, codes, cfg.model.max_query_tokens, cfg.model.max_history_items
+        )
+        retriever.save(out)
+        write_parquet(out / "items.parquet", items)
+        facts.update(
+            parameters=count_parameters(model),
+            vocab_size=len(vocab),
+            examples={
+                "search": len(train_q),
+                "indexing": items.height if cfg.train.indexing_examples else 0,
+                "rec": len(rec_targets),
+            },
+        )
+        write_json(out / "training_log.json", facts)
+        return {k: v for k, v in facts.items() if k != "loss_curve"} | {
+            "final_loss": facts["loss_curve"][-1]["loss"] if facts["loss_curve"] else None
+        }
+
+    return state.run.stage("model", material, build, force)
+
+
+def _sample_key(cfg: RunConfig) -> dict:
+    return {"eval": cfg.eval.model_dump(mode="json"), "seed": cfg.seed}
+
+
+def generative_predictions(
+    retriever: GenerativeRetriever, inputs: EvalInputs, cfg: RunConfig, method: str = "generative"
+) -> tuple[dict, list[pl.DataFrame]]:
+    """Decode every held-out input with the trie-constrained beam search and score it."""
+    ks, beam = cfg.eval.ks, cfg.eval.beam_size
+    metrics: dict[str, dict] = {}
+    frames = []
+    if inputs.queries:
+        items, scores = retriever.search(
+            inputs.queries, k=beam, batch_size=cfg.eval.batch_size, progress=True
+        )
+        metrics["search"], frame = score(
+            method, "search", items, inputs.query_targets, ks, inputs.queries, scores
+        )
+        frames.append(frame)
+    if inputs.histories:
+        items, scores = retriever.recommend(
+            inputs.histories, k=beam, batch_size=cfg.eval.batch_size, progress=True
+        )
+        users = [str(u) for u in inputs.user_ids]
+        metrics["rec"], frame = score(
+            method, "rec", items, inputs.rec_targets, ks, users, scores
+        )
+        frames.append(frame)
+    return metrics, frames
+
+
+def stage_evaluate(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {"model": state.stages["model"].key, **_sample_key(cfg)}
+
+    def build(out: Path) -> dict:
+        set_threads(cfg.train.num_threads)
+        splits = Splits.load(state.path("splits"))
+        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        retriever = GenerativeRetriever.load(state.path("model"))
+        metrics, frames = generative_predictions(retriever, inputs, cfg)
+        write_parquet(out / "predictions.parquet", pl.concat(frames))
+        write_json(out / "metrics.json", {"generative": metrics})
+        return {"generative": metrics}
+
+    return state.run.stage("evaluate", material, build, force)
+
+
+def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
+    cfg = state.cfg
+    material = {
+        "splits": state.stages["splits"].key,
+        "embeddings": state.stages["embeddings"].key,
+        "baselines": cfg.eval.baselines,
+        **_sample_key(cfg),
+    }
+
+    def build(out: Path) -> dict:
+        from semid.evaluation.baselines import run_baselines
+
+        set_threads(cfg.train.num_threads)
+        dataset = Dataset.load(state.path("data"))
+        splits = Splits.load(state.path("splits"))
+        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        artifact = load_embeddings(state.path("embeddings"))
+        metrics, frames = run_baselines(dataset, splits, artifact, inputs, cfg)
+        if frames:
+            write_parquet(out / "predictions.parquet", pl.concat(frames))
+        write_json(out / "metrics.json", metrics)
+        return metrics
+
+    return state.run.stage("baselines", material, build, force)
+
+
+STAGE_FUNCTIONS = {
+    "data": stage_data,
+    "splits": stage_splits,
+    "embeddings": stage_embeddings,
+    "ids": stage_ids,
+    "model": stage_model,
+    "evaluate": stage_evaluate,
+    "baselines": stage_baselines,
+}
+
+
+def run_pipeline(
+    cfg: RunConfig,
+    runs_dir: Path = Path("runs"),
+    cache_dir: Path | None = None,
+    force: set[str] | None = None,
+    until: str | None = None,
+) -> Path:
+    """Run (or resume) every stage of ``cfg``; returns the run directory."""
+    force = force or set()
+    unknown = force - set(STAGES)
+    if unknown:
+        raise ConfigError(f"--force: unknown stage(s) {sorted(unknown)} (stages: {STAGES})")
+    name = cfg.name or run_name(cfg)
+    run = Run(Path(runs_dir) / name, cache_dir)
+    write_json(run.run_dir / "config.json", cfg.model_dump(mode="json"))
+    state = PipelineState(cfg, run, {})
+    for stage in STAGES:
+        log.info("stage %s", stage)
+        state.stages[stage] = STAGE_FUNCTIONS[stage](state, force=stage in force)
+        if stage == until:
+            return run.run_dir
+    finalize_run(state)
+    return run.run_dir
+
+
+def finalize_run(state: PipelineState) -> None:
+    """Gather metrics, predictions, the ID table and the model folder into the run directory."""
+    from semid.reports.report import write_run_report
+
+    run_dir = state.run.run_dir
+    metrics = read_json(state.path("evaluate") / "metrics.json")
+    metrics.update(read_json(state.path("baselines") / "metrics.json"))
+    write_json(run_dir / "metrics.json", metrics)
+    frames = [pl.read_parquet(state.path("evaluate") / "predictions.parquet")]
+    base_pred = state.path("baselines") / "predictions.parquet"
+    if base_pred.exists():
+        frames.append(pl.read_parquet(base_pred))
+    write_parquet(run_dir / "predictions.parquet", pl.concat(frames, how="diagonal_relaxed"))
+    id_table = state.path("ids") / "id_table.csv"
+    if id_table.exists():
+        shutil.copyfile(id_table, run_dir / "id_table.csv")
+    model_dir = run_dir / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    shutil.copytree(state.path("model"), model_dir, ignore=shutil.ignore_patterns("_stage.json"))
+    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"))
+
+
+def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:
+    """The config and stage folders recorded in a run directory."""
+    run_dir = Path(run_dir)
+    for required in ("config.json", "manifest.json"):
+        if not (run_dir / required).exists():
+            raise ConfigError(f"{run_dir}: not a semid run directory ({required} missing)")
+    cfg = RunConfig.model_validate(read_json(run_dir / "config.json"))
+    manifest = read_json(run_dir / "manifest.json")
+    return cfg, {name: Path(s["path"]) for name, s in manifest["stages"].items()}
+
+
+def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -> dict:
+    """Score a trained run on any JSONL query file, without retraining."""
+    cfg, paths = load_state(run_dir)
+    dataset = Dataset.load(paths["data"])
+    queries = load_query_file(query_file, dataset)
+    inputs = EvalInputs(
+        queries=queries["query"].to_list(),
+        query_targets=queries["item_idx"].to_numpy().astype(np.int64),
+        user_ids=np.zeros(0, dtype=np.int64),
+        histories=[],
+        rec_targets=np.zeros(0, dtype=np.int64),
+    )
+    if k is not None:
+        cfg.eval.beam_size = k
+    set_threads(cfg.train.num_threads)
+    retriever = GenerativeRetriever.load(Path(run_dir) / "model")
+    metrics, frames = generative_predictions(retriever, inputs, cfg)
+    artifact = load_embeddings(paths["embeddings"])
+    query_vectors = artifact.encode_queries(inputs.queries)
+    if query_vectors is not None:
+        space = "item" if "item" in artifact.spaces else "search"
+        ranked = knn(artifact.spaces[space], query_vectors, cfg.eval.beam_size)
+        dense, frame = score("dense", "search", ranked, inputs.query_targets, cfg.eval.ks,
+                             inputs.queries)
+        metrics = {"generative": metrics, "dense": {"search": dense}}
+        frames.append(frame)
+    else:
+        metrics = {"generative": metrics}
+    out = Path(run_dir) / f"eval-{Path(query_file).stem}"
+    write_json(out / "metrics.json", metrics)
+    write_parquet(out / "predictions.parquet", pl.concat(frames, how="diagonal_relaxed"))
+    return metrics

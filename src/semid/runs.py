@@ -1,0 +1,117 @@
+"""Run directories and the stage cache.
+
+A run directory holds ``config.json``, ``manifest.json`` and the run's results. Each stage's
+artifacts live in a content-addressed cache (``<cache>/<stage>/<key>/``) whose key hashes the
+stage's config and the keys of the stages it reads. A stage whose key already has a finished
+folder is reused, so an unchanged stage is never recomputed, a killed run resumes at the stage
+it died in, and the cells of a grid share what they have in common.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from semid.io import atomic_dir, read_json, stable_hash, write_json
+
+log = logging.getLogger(__name__)
+
+DONE_FILE = "_stage.json"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss`, in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS counter (Linux); elsewhere the peak stays process-wide."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+@dataclass
+class StageResult:
+    """Where a stage's artifacts are and whether they came from the cache."""
+
+    name: str
+    key: str
+    path: Path
+    cached: bool
+    seconds: float
+    peak_rss_mb: float | None
+
+
+class Run:
+    """A run directory plus the stage cache it reads and writes."""
+
+    def __init__(self, run_dir: str | Path, cache_dir: str | Path | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.run_dir.parent / ".cache"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.run_dir / "manifest.json"
+        self.manifest: dict[str, Any] = (
+            read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
+        )
+
+    def stage(
+        self,
+        name: str,
+        key_material: dict[str, Any],
+        build: Callable[[Path], dict[str, Any] | None],
+        force: bool = False,
+    ) -> StageResult:
+        """Return the stage's artifact folder, building it with ``build(tmp_dir)`` if needed.
+
+        ``build`` writes its files into the temporary folder it is given and may return a dict
+        of facts to record (losses, sizes); the folder is moved into place only on success.
+        """
+        key = stable_hash(key_material)
+        path = self.cache_dir / name / key
+        cached = (path / DONE_FILE).exists() and not force
+        if cached:
+            info = read_json(path / DONE_FILE)
+            log.info("stage %s: reusing %s", name, path)
+            result = StageResult(name, key, path, True, 0.0, None)
+            facts = info.get("facts", {})
+        else:
+            reset_peak_rss()
+            start = time.perf_counter()
+            with atomic_dir(path) as tmp:
+                facts = build(tmp) or {}
+                seconds = time.perf_counter() - start
+                write_json(
+                    tmp / DONE_FILE,
+                    {
+                        "stage": name,
+                        "key": key,
+                        "inputs": key_material,
+                        "seconds": round(seconds, 3),
+                        "peak_rss_mb": round(peak_rss_mb(), 1),
+                        "facts": facts,
+                    },
+                )
+            result = StageResult(name, key, path, False, seconds, peak_rss_mb())
+        self.manifest["stages"][name] = {
+            "key": key,
+            "path": str(path.resolve()),
+            "cached": result.cached,
+            "seconds": round(result.seconds, 3),
+            "peak_rss_mb": None if result.peak_rss_mb is None else round(result.peak_rss_mb, 1),
+            "facts": facts,
+        }
+        write_json(self.manifest_path, self.manifest)
+        return result
