@@ -99,9 +99,7 @@ def test_separate_spaces_never_cross():
     torch.manual_seed(0)
     search_codes = random_codes(20, [4, 8, 1], seed=1)
     rec_codes = random_codes(20, [8, 4, 1], seed=2)
-    vocab = tiny_vocab(
-        {"search": [4, 8, 1], "rec": [8, 4, 1]}, {"search": "search", "rec": "rec"}
-    )
+    vocab = tiny_vocab({"search": [4, 8, 1], "rec": [8, 4, 1]}, {"search": "search", "rec": "rec"})
     model = build_model(TINY, len(vocab), vocab.pad_id, vocab.eos_id)
     retriever = GenerativeRetriever(
         model, vocab, {"search": search_codes, "rec": rec_codes}, 16, 5, precision="fp32"

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from semid.serving import SemidModel
 
 
-def load(run_dir, device: str = "cpu") -> SemidModel:
+def load(run_dir, device: str = "cpu", precision: str = "auto") -> SemidModel:
     """Load a trained run directory; see :class:`semid.serving.SemidModel`."""
     from semid.serving import load as _load
 
-    return _load(run_dir, device)
+    return _load(run_dir, device, precision)

@@ -76,8 +76,10 @@ def run(
     overrides: SetOpt = None,
     embedding: Annotated[
         str | None,
-        typer.Option(help="Embedding space: content, search, rec, separate, fused-concat, "
-                     "fused-svd, multitask."),
+        typer.Option(
+            help="Embedding space: content, search, rec, separate, fused-concat, "
+            "fused-svd, multitask."
+        ),
     ] = None,
     quantizer: Annotated[str | None, typer.Option(help="Quantizer name (see `semid ids`).")] = None,
     encoder: Annotated[str | None, typer.Option(help="minilm, mpnet or a model folder.")] = None,
@@ -94,8 +96,11 @@ def run(
         list[str] | None, typer.Option(help="Recompute this stage even if cached (repeatable).")
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="Stop after this stage (data, splits, embeddings, ids, "
-                                 "model, evaluate, baselines).")
+        str | None,
+        typer.Option(
+            help="Stop after this stage (data, splits, embeddings, ids, "
+            "model, evaluate, baselines)."
+        ),
     ] = None,
 ) -> None:
     """Run the whole pipeline (or resume it) and write a run directory with its report."""
@@ -122,6 +127,44 @@ def run(
 
 
 @app.command()
+def embed(
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    embedding: Annotated[str | None, typer.Option(help="Embedding space to build.")] = None,
+    encoder: Annotated[str | None, typer.Option(help="minilm, mpnet or a model folder.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+) -> None:
+    """Build (or reuse) one item-embedding space: the run's stages up to `embeddings`."""
+    from semid.pipeline import run_pipeline
+
+    cfg = _config(
+        preset, config, overrides, {"embedding.space": embedding, "embedding.encoder": encoder}
+    )
+    run_dir = run_pipeline(cfg, runs_dir, until="embeddings")
+    console.print(f"embeddings: {_stage_path(run_dir, 'embeddings')}")
+
+
+@app.command()
+def train(
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+) -> None:
+    """Train (or reuse) the generative model: the run's stages up to `model`."""
+    from semid.pipeline import run_pipeline
+
+    run_dir = run_pipeline(_config(preset, config, overrides, {}), runs_dir, until="model")
+    console.print(f"model: {_stage_path(run_dir, 'model')}")
+
+
+def _stage_path(run_dir: Path, stage: str) -> str:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return manifest["stages"][stage]["path"]
+
+
+@app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     queries: Annotated[Path, typer.Option(help='JSONL file of {"query", "movieId"}.')],
@@ -134,16 +177,57 @@ def evaluate(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+GenreOpt = Annotated[
+    list[str] | None,
+    typer.Option("--genre", help="Only items of this genre (repeatable: any of them)."),
+]
+YearMinOpt = Annotated[int | None, typer.Option(help="Only items released in or after this year.")]
+YearMaxOpt = Annotated[int | None, typer.Option(help="Only items released in or before this year.")]
+AllowOpt = Annotated[
+    str | None, typer.Option("--allow", help="Only these item ids (comma-separated).")
+]
+ExactOpt = Annotated[
+    bool, typer.Option(help="Score every item instead of beam search (small catalogues).")
+]
+
+
+def _ids(text: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        message = f"{option}: expected comma-separated item ids, got {text!r}"
+        raise typer.BadParameter(message) from None
+
+
+def _filters(genre, year_min, year_max, allow) -> dict:
+    return {
+        "genres": genre or None,
+        "year_min": year_min,
+        "year_max": year_max,
+        "allow": _ids(allow, "--allow") if allow else None,
+    }
+
+
 @app.command()
 def search(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     query: Annotated[str, typer.Argument(help="Search query text.")],
     k: Annotated[int, typer.Option(help="Items to return.")] = 10,
+    genre: GenreOpt = None,
+    year_min: YearMinOpt = None,
+    year_max: YearMaxOpt = None,
+    allow: AllowOpt = None,
+    exact: ExactOpt = False,
 ) -> None:
-    """Generative search: print the top-K items for a query."""
+    """Generative search: print the top-K items for a query.
+
+    Filters (--genre, --year-min, --year-max, --allow) are applied inside the beam search, so
+    the top-K is filled with matching items.
+    """
     from semid.serving import load
 
-    _print_frame(load(run_dir).search(query, k=k))
+    filters = _filters(genre, year_min, year_max, allow)
+    _print_items(load(run_dir).search(query, k=k, exact=exact, **filters))
 
 
 @app.command()
@@ -151,12 +235,125 @@ def recommend(
     run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
     history: Annotated[str, typer.Option(help="Comma-separated item ids, oldest first.")],
     k: Annotated[int, typer.Option(help="Items to return.")] = 10,
+    genre: GenreOpt = None,
+    year_min: YearMinOpt = None,
+    year_max: YearMaxOpt = None,
+    allow: AllowOpt = None,
+    exact: ExactOpt = False,
 ) -> None:
     """Generative recommendation: print the top-K next items for a history of item ids."""
     from semid.serving import load
 
-    ids = [int(x) for x in history.split(",") if x.strip()]
-    _print_frame(load(run_dir).recommend(ids, k=k))
+    ids = _ids(history, "--history")
+    filters = _filters(genre, year_min, year_max, allow)
+    _print_items(load(run_dir).recommend(ids, k=k, exact=exact, **filters))
+
+
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="Most requests decoded together.")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long to collect concurrent requests into one batch.")
+    ] = 5.0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: all).")] = None,
+) -> None:
+    """Serve a trained run over HTTP: /search, /recommend, /items/{id}, /health, /docs."""
+    from semid.api import serve as serve_app
+
+    console.print(f"serving {run_dir} on http://{host}:{port} (docs: /docs)")
+    serve_app(run_dir, host, port, max_batch, max_wait_ms, device, threads)
+
+
+@app.command()
+def grid(
+    grid_file: Annotated[Path, typer.Argument(help="Grid YAML file, e.g. grids/paper-table1.yaml")],
+    preset: Annotated[
+        str | None, typer.Option(help="Grid preset defined in the file: cpu, paper, ...")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(help="Cells run side by side, each in its own process (mind memory).")
+    ] = 1,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results folder: one run directory per cell, the stage cache, "
+            "results.json and the report (default: results/NAME[-PRESET])."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Stage cache (default: RUNS_DIR/.cache); share one between grids to "
+            "reuse their common stages."
+        ),
+    ] = None,
+    overrides: SetOpt = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only cells whose name matches this glob (repeatable): '*__s0'."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="List the cells and the stages they share; run nothing.")
+    ] = False,
+    write_report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write the study report at the end.")
+    ] = True,
+) -> None:
+    """Run every cell of a grid (axes x values), resuming finished cells and shared stages."""
+    from semid.grid import load_grid, print_plan, run_grid
+
+    spec = load_grid(grid_file, preset, overrides)
+    out = runs_dir or Path("results") / (f"{spec.name}-{preset}" if preset else spec.name)
+    cache = cache_dir or out / ".cache"
+    if dry_run:
+        print_plan(spec, out, cache, only, Console())
+        return
+    statuses = run_grid(spec, out, jobs=jobs, cache_dir=cache, only=only)
+    failed = {name: s for name, s in statuses.items() if s.startswith("failed")}
+    console.print(
+        f"grid {spec.name}: {sum(s == 'done' for s in statuses.values())} ran, "
+        f"{sum(s == 'skipped' for s in statuses.values())} already done, {len(failed)} failed"
+    )
+    for name, status in failed.items():
+        console.print(f"[red]{name}[/red]: {status}")
+    if write_report:
+        from semid.reports.study import write_study_report
+
+        console.print(f"report: {write_study_report(out)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="A grid results folder (`semid grid`).")],
+    k: Annotated[
+        int | None, typer.Option(help="Cut-off of the tables (default: 30, else the largest K).")
+    ] = None,
+    head_share: Annotated[
+        float,
+        typer.Option(
+            help="Head = most popular items covering this share of training interactions; "
+            "the rest is the torso."
+        ),
+    ] = 0.5,
+) -> None:
+    """Write RESULTS_DIR/report.md: tables over seeds, paired tests, head/torso, diagnostics."""
+    from semid.reports.study import write_study_report
+
+    console.print(f"report: {write_study_report(results_dir, k=k, head_share=head_share)}")
+
+
+def _print_items(frame) -> None:
+    import polars as pl
+
+    if "genres" in frame.columns:
+        frame = frame.with_columns(pl.col("genres").list.join(", "))
+    _print_frame(frame)
 
 
 def _print_frame(frame) -> None:
@@ -171,15 +368,15 @@ def _print_frame(frame) -> None:
 
 
 def _mount() -> None:
+    from semid.assign import assign_command
     from semid.data.cli import data_app, queries_app
     from semid.data.llm_cli import generate as llm_generate
-    from semid.embeddings.cli import embed_app
     from semid.quantizers.cli import ids_app
 
     queries_app.command("generate")(llm_generate)
+    ids_app.command("assign")(assign_command)
     app.add_typer(data_app, name="data", help="Load, download, import and inspect datasets.")
     app.add_typer(queries_app, name="queries", help="Make search-query files.")
-    app.add_typer(embed_app, name="embed", help="Build item-embedding spaces.")
     app.add_typer(ids_app, name="ids", help="Fit quantizers, assign and inspect semantic IDs.")
 
 

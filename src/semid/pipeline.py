@@ -21,6 +21,7 @@ from semid import __version__
 from semid.config import RunConfig
 from semid.data import load_dataset, load_query_file, make_splits
 from semid.data.dataset import Dataset, Splits
+from semid.data.movielens import resolve_path
 from semid.embeddings import build_embeddings, load_embeddings
 from semid.errors import ConfigError
 from semid.evaluation.evaluate import EvalInputs, eval_inputs, score
@@ -86,7 +87,7 @@ def stage_data(state: PipelineState, force: bool = False) -> StageResult:
     material = {
         "version": __version__,
         "data": cfg.data.model_dump(mode="json"),
-        "files": _fingerprint(cfg.data.path),
+        "files": _fingerprint(resolve_path(cfg.data.dataset, cfg.data.path)),
     }
 
     def build(out: Path) -> dict:
@@ -236,8 +237,12 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("model", material, build, force)
 
 
+BASELINE_ONLY = {"baselines", "sasrec_epochs", "exclude_seen"}
+
+
 def _sample_key(cfg: RunConfig) -> dict:
-    return {"eval": cfg.eval.model_dump(mode="json"), "seed": cfg.seed}
+    """What decides the held-out inputs and the decoding (not the baselines' own settings)."""
+    return {"eval": cfg.eval.model_dump(mode="json", exclude=BASELINE_ONLY), "seed": cfg.seed}
 
 
 def generative_predictions(
@@ -260,9 +265,7 @@ def generative_predictions(
             inputs.histories, k=beam, batch_size=cfg.eval.batch_size, progress=True
         )
         users = [str(u) for u in inputs.user_ids]
-        metrics["rec"], frame = score(
-            method, "rec", items, inputs.rec_targets, ks, users, scores
-        )
+        metrics["rec"], frame = score(method, "rec", items, inputs.rec_targets, ks, users, scores)
         frames.append(frame)
     return metrics, frames
 
@@ -289,7 +292,7 @@ def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
     material = {
         "splits": state.stages["splits"].key,
         "embeddings": state.stages["embeddings"].key,
-        "baselines": cfg.eval.baselines,
+        "baselines": cfg.eval.model_dump(mode="json", include=BASELINE_ONLY),
         **_sample_key(cfg),
     }
 
@@ -359,9 +362,11 @@ def finalize_run(state: PipelineState) -> None:
     if base_pred.exists():
         frames.append(pl.read_parquet(base_pred))
     write_parquet(run_dir / "predictions.parquet", pl.concat(frames, how="diagonal_relaxed"))
-    id_table = state.path("ids") / "id_table.csv"
-    if id_table.exists():
-        shutil.copyfile(id_table, run_dir / "id_table.csv")
+    tables = sorted(state.path("ids").glob("*/id_table.csv"))
+    if len(tables) == 1:
+        shutil.copyfile(tables[0], run_dir / "id_table.csv")
+    for table in tables if len(tables) > 1 else []:
+        shutil.copyfile(table, run_dir / f"id_table_{table.parent.name}.csv")
     model_dir = run_dir / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -402,8 +407,9 @@ def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -
     if query_vectors is not None:
         space = "item" if "item" in artifact.spaces else "search"
         ranked = knn(artifact.spaces[space], query_vectors, cfg.eval.beam_size)
-        dense, frame = score("dense", "search", ranked, inputs.query_targets, cfg.eval.ks,
-                             inputs.queries)
+        dense, frame = score(
+            "dense", "search", ranked, inputs.query_targets, cfg.eval.ks, inputs.queries
+        )
         metrics = {"generative": metrics, "dense": {"search": dense}}
         frames.append(frame)
     else:

@@ -9,6 +9,7 @@ it died in, and the cells of a grid share what they have in common.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import time
@@ -37,10 +38,8 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> None:
     """Reset the kernel's peak-RSS counter (Linux); elsewhere the peak stays process-wide."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 @dataclass

@@ -55,3 +55,9 @@ class QueryConfig(BaseModel):
     test_per_item: int = Field(
         2, ge=1, description="Of each item's queries, how many are held out for testing."
     )
+    title_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Template queries: at most this share of queries contains the item's title.",
+    )

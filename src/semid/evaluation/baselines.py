@@ -58,10 +58,10 @@ def run_baselines(
             )
             ranked = knn(spaces[rec_space], mean, k)
             add("dense", "rec", ranked, inputs.rec_targets, users)
-            if artifact.user_vectors is not None:
-                ranked = _user_vector_ranking(artifact, inputs.user_ids, rec_space, k)
-                if ranked is not None:
-                    add("dense-user", "rec", ranked, inputs.rec_targets, users)
+            scores = artifact.user_item_scores(inputs.user_ids)
+            if scores is not None:
+                ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+                add("dense-user", "rec", ranked, inputs.rec_targets, users)
 
     if "bm25" in cfg.eval.baselines and inputs.queries:
         from semid.evaluation.bm25 import BM25Search
@@ -73,19 +73,11 @@ def run_baselines(
     if "sasrec" in cfg.eval.baselines and inputs.histories:
         from semid.evaluation.sasrec import SASRec
 
-        model = SASRec(max_len=cfg.data.max_history, random_state=cfg.seed)
+        model = SASRec(
+            max_len=cfg.data.max_history, epochs=cfg.eval.sasrec_epochs, random_state=cfg.seed
+        )
         model.fit(train_seqs, n_items)
         ranked = model.recommend(inputs.histories, k, exclude_seen=cfg.eval.exclude_seen)
         add("sasrec", "rec", ranked, inputs.rec_targets, users)
 
     return metrics, frames
-
-
-def _user_vector_ranking(artifact, user_ids: np.ndarray, space: str, k: int) -> np.ndarray | None:
-    """Rank items by the score of a collaborative model's learned user vectors, where present."""
-    index = {int(u): row for row, u in enumerate(artifact.user_ids)}
-    if not all(int(u) in index for u in user_ids):
-        return None
-    users = artifact.user_vectors[[index[int(u)] for u in user_ids]]
-    scores = users @ artifact.spaces[space].T
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]

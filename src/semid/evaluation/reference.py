@@ -12,8 +12,9 @@ def popularity_ranking(
     train_sequences: Sequence[Sequence[int]], n_items: int, k: int
 ) -> np.ndarray:
     """The ``k`` most interacted items in the training sequences (ties by item index)."""
-    counts = np.bincount(np.concatenate([np.asarray(s, np.int64) for s in train_sequences]),
-                         minlength=n_items)
+    counts = np.bincount(
+        np.concatenate([np.asarray(s, np.int64) for s in train_sequences]), minlength=n_items
+    )
     return np.argsort(-counts, kind="stable")[:k]
 
 

@@ -76,7 +76,7 @@ def pad(sequences: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray
 def rec_windows(
     train_sequences: Sequence[Sequence[int]], max_per_user: int | None
 ) -> tuple[list[list[int]], list[int]]:
-    """Sliding windows over each training sequence: (prefix -> next item), most recent first kept."""
+    """Sliding windows (prefix -> next item) over each training sequence; keeps the latest."""
     histories: list[list[int]] = []
     targets: list[int] = []
     for seq in train_sequences:

@@ -50,7 +50,9 @@ def _cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pretrained_tokenizer(cfg: ModelConfig, encoder_path: str | None) -> PreTrainedTokenizerFast | None:
+def pretrained_tokenizer(
+    cfg: ModelConfig, encoder_path: str | None
+) -> PreTrainedTokenizerFast | None:
     """The tokenizer a pretrained backbone brings, or None for ``t5-scratch``."""
     if cfg.backbone == "t5-scratch":
         return None

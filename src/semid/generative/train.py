@@ -68,9 +68,7 @@ def train_generator(
         ],
         lr=cfg.lr,
     )
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, int(cfg.warmup_ratio * total), total
-    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     amp = autocast_dtype(cfg.precision, device)
     curve: list[dict] = []
     step, seen, running = 0, 0, []
@@ -91,7 +89,9 @@ def train_generator(
             running.append(loss.item())
             if step % 50 == 0 or step == total:
                 mean = float(np.mean(running))
-                curve.append({"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": mean})
+                curve.append(
+                    {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": mean}
+                )
                 bar.set_postfix(loss=f"{mean:.3f}")
                 running = []
             bar.update(1)

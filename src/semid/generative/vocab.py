@@ -138,7 +138,6 @@ class SemanticVocab:
         meta = json.loads(path.read_text())
         tokenizer = AutoTokenizer.from_pretrained(folder)
         spaces = {
-            n: IdSpaceTokens(n, s["cardinalities"], s["offsets"])
-            for n, s in meta["spaces"].items()
+            n: IdSpaceTokens(n, s["cardinalities"], s["offsets"]) for n, s in meta["spaces"].items()
         }
         return cls(tokenizer, spaces, meta["task_space"])

@@ -9,8 +9,15 @@ from typing import Any
 from semid.config import RunConfig
 from semid.io import write_text
 
-METHOD_ORDER = ["generative", "dense", "dense-user", "bm25", "sasrec", "popularity",
-                "popularity-unseen"]
+METHOD_ORDER = [
+    "generative",
+    "dense",
+    "dense-user",
+    "bm25",
+    "sasrec",
+    "popularity",
+    "popularity-unseen",
+]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -24,7 +31,9 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def results_table(metrics: dict[str, dict], ks: list[int]) -> str:
     """Markdown table: one row per method, Recall/NDCG@K for search and recommendation."""
-    cols = [(task, f"{m}@{k}") for task in ("search", "rec") for k in ks for m in ("recall", "ndcg")]
+    cols = [
+        (task, f"{m}@{k}") for task in ("search", "rec") for k in ks for m in ("recall", "ndcg")
+    ]
     header = "| method | " + " | ".join(f"{t} {c}" for t, c in cols) + " | n (search / rec) |"
     lines = [header, "|" + "---|" * (len(cols) + 2)]
     methods = [m for m in METHOD_ORDER if m in metrics] + sorted(set(metrics) - set(METHOD_ORDER))

@@ -1,0 +1,563 @@
+"""Search queries: the generator interface, the offline template generator and query files.
+
+A query generator turns the item table into ``(query, item_idx)`` pairs, optionally with a
+``split`` column ("train"/"test", used as given) or a ``group`` column (queries of one group,
+e.g. paraphrases of one need, are kept on the same side of the train/test split). Any object
+with a matching ``generate`` method plugs in (:class:`QueryGenerator`);
+:func:`register_query_generator` makes it selectable by name.
+
+The offline :class:`TemplateQueryGenerator` writes varied, natural-sounding queries from the
+metadata alone — genres, decade, tags, moods and occasions tied to the genres — in many sentence
+shapes, and mentions the title in only a minority of them (``title_share``). Items with the same
+metadata get similar queries; that is what the metadata supports, and evaluation numbers on such
+queries should be read with that in mind.
+
+Query files are JSONL, one ``{"query": str, "movieId": int}`` object per line (``item_id`` is
+accepted instead of ``movieId``; optional ``group`` and ``split`` keys are kept).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from semid.data.config import QueryConfig
+from semid.data.dataset import Dataset
+from semid.data.importer import ProblemLog
+from semid.errors import ConfigError, DataError
+from semid.io import atomic_path
+
+
+@runtime_checkable
+class QueryGenerator(Protocol):
+    """Anything that writes search queries for the items of a catalogue."""
+
+    def generate(self, items: pl.DataFrame, per_item: int, seed: int) -> pl.DataFrame:
+        """Queries for ``items`` (the dataset's item table).
+
+        Returns
+        -------
+        pl.DataFrame
+            ``query`` (str), ``item_idx`` (i32), optionally ``group`` (str) and/or ``split``
+            ("train"/"test", to impose the split instead of the seeded per-item one): up to
+            ``per_item`` distinct queries per item, deterministic given ``seed``.
+        """
+        ...
+
+
+# ----------------------------------------------------------------------------- template generator
+
+# genre -> (adjective used before a noun, noun phrase, moods, occasions)
+_GENRES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    "Action": ("action", "action movie", ("exciting", "fast-paced", "explosive"),
+               ("a night in with friends", "a saturday night")),
+    "Adventure": ("adventure", "adventure", ("epic", "thrilling", "sweeping"),
+                  ("a lazy sunday", "the weekend")),
+    "Animation": ("animated", "animated film", ("colorful", "charming"),
+                  ("a family movie night", "watching with the kids")),
+    "Children": ("family", "family film", ("family-friendly", "wholesome", "heartwarming"),
+                 ("watching with the kids", "a family movie night")),
+    "Comedy": ("funny", "comedy", ("funny", "lighthearted", "feel-good", "hilarious"),
+               ("a rainy evening", "when I need a laugh", "a night in with friends")),
+    "Crime": ("crime", "crime story", ("gritty", "dark", "tense"),
+              ("a late night", "a dark winter evening")),
+    "Documentary": ("documentary", "documentary", ("eye-opening", "informative", "true"),
+                    ("a quiet evening", "learning something new")),
+    "Drama": ("dramatic", "drama", ("moving", "emotional", "thoughtful", "powerful"),
+              ("a quiet evening", "a rainy evening")),
+    "Fantasy": ("fantasy", "fantasy film", ("magical", "imaginative", "whimsical"),
+                ("a cozy evening", "the weekend")),
+    "Film-Noir": ("noir", "film noir", ("moody", "shadowy", "atmospheric"),
+                  ("a late night", "a rainy night")),
+    "Horror": ("horror", "horror movie", ("scary", "creepy", "terrifying", "disturbing"),
+               ("halloween", "a late night", "a scary movie night")),
+    "Musical": ("musical", "musical", ("uplifting", "joyful", "toe-tapping"),
+                ("a sing-along night", "a cozy evening")),
+    "Mystery": ("mystery", "mystery", ("puzzling", "twisty", "intriguing"),
+                ("a rainy evening", "a late night")),
+    "Romance": ("romantic", "romance", ("romantic", "sweet", "touching"),
+                ("date night", "valentine's day", "a cozy evening")),
+    "Sci-Fi": ("sci-fi", "sci-fi movie", ("mind-bending", "futuristic", "cerebral"),
+               ("a night in with friends", "a late night")),
+    "Thriller": ("suspenseful", "thriller", ("tense", "gripping", "suspenseful"),
+                 ("a late night", "the edge of my seat")),
+    "War": ("war", "war movie", ("harrowing", "intense", "powerful"),
+            ("a history buff", "a quiet evening")),
+    "Western": ("western", "western", ("dusty", "rugged", "classic"),
+                ("a lazy sunday afternoon", "the weekend")),
+}  # fmt: skip
+_SHORT = {"Animation": "animated", "Children": "family", "Romance": "romance",
+          "Thriller": "thriller", "Comedy": "comedy", "Drama": "drama"}  # fmt: skip
+_GENERIC_MOODS = ("good", "great", "interesting", "fun", "memorable")
+_GENERIC_OCCASIONS = ("a rainy evening", "movie night", "tonight", "the weekend", "a long flight")
+
+# Slots: {g} genre phrase, {gw} genre word, {gw2} second genre word, {d} decade, {y} year,
+# {era} era adjective, {t}/{t2} tags, {m} mood, {o} occasion, {title}; "A~" becomes a / an.
+_TEMPLATES = (
+    "{g}",
+    "{d} {g}",
+    "A~ {d} {g}",
+    "A~ {d} {g} with {t}",
+    "A~ {m} {g}",
+    "{m} {g}",
+    "{m} {d} {g}",
+    "something like A~ {g} about {t}",
+    "something {m} for {o}",
+    "{g} for {o}",
+    "A~ {m} {g} for {o}",
+    "I want to watch A~ {g} about {t}",
+    "I want to watch A~ {m} {gw} movie",
+    "I want to watch A~ {d} {gw} movie tonight",
+    "looking for A~ {m} {g} from the {d}",
+    "looking for A~ {g} with {t}",
+    "any good {gw} movies from the {d}?",
+    "any {m} {gw} movies about {t}?",
+    "recommend me A~ {g}",
+    "recommend A~ {m} {gw} movie with {t}",
+    "{t} {g}",
+    "{t} {gw} movie",
+    "{gw} movie with {t} and {t2}",
+    "{gw} and {gw2} movie",
+    "A~ {gw} {g} about {t}",
+    "{g} from {y}",
+    "{g} released in {y}",
+    "A~ {y} {g}",
+    "{m} {gw} movies {t}",
+    "movies about {t}",
+    "movies with {t}",
+    "{t}, {t2}, {gw}",
+    "{era} {g}",
+    "A~ {era} {g} about {t}",
+    "best {d} {gw} movies",
+    "{g} like they made in the {d}",
+    "what should I watch if I like {t}",
+    "A~ {gw} movie for {o}",
+    "need A~ {m} movie for {o}",
+)
+_TITLE_TEMPLATES = (
+    "{title}",
+    "{title} {y}",
+    "{title} movie",
+    "watch {title}",
+    "is {title} worth watching",
+    "that {gw} movie called {title}",
+    "{title} ({d} {gw} film)",
+    "the {y} movie {title}",
+    "{title} {t}",
+)
+_SLOT = re.compile(r"\{(\w+)\}")
+_ARTICLE = re.compile(r"A~ (\S)")
+
+
+def _article(match: re.Match[str]) -> str:
+    rest = match.string[match.start(1) :].lower()
+    vowel = rest[:1] in "aeio" or (rest[:1] == "u" and not rest.startswith(("uni", "use")))
+    an = vowel or rest.startswith(("8", "11 ", "18 ", "11-", "18-")) or rest.startswith("hour")
+    return ("an " if an else "a ") + match.group(1)
+
+
+def _decade(year: int, rng: random.Random) -> str:
+    decade = year // 10 * 10
+    if decade >= 2000 or decade < 1930:
+        return f"{decade}s"
+    return rng.choice((f"{decade % 100:02d}s", f"{decade}s"))
+
+
+def _era(year: int) -> str | None:
+    if year < 1950:
+        return "old black-and-white"
+    if year < 1970:
+        return "classic"
+    if year >= 2015:
+        return "recent"
+    return None
+
+
+class TemplateQueryGenerator:
+    """Offline queries from item metadata, in varied sentence shapes.
+
+    Parameters
+    ----------
+    title_share : float
+        Upper bound on the share of queries that contain the item's title (title queries are
+        spread over items so the bound holds overall, and per item ``per_item * title_share``
+        rounded either way).
+    progress : bool
+        Show a progress bar.
+    """
+
+    def __init__(self, title_share: float = 0.2, progress: bool = True) -> None:
+        self.title_share = title_share
+        self.progress = progress
+
+    def generate(self, items: pl.DataFrame, per_item: int = 10, seed: int = 0) -> pl.DataFrame:
+        """Up to ``per_item`` distinct queries per item; deterministic given ``seed``."""
+        if not 0.0 <= self.title_share <= 1.0:
+            raise ConfigError(f"queries.title_share={self.title_share}: must be in [0, 1]")
+        if per_item < 1:
+            raise ConfigError(f"queries.per_item={per_item}: must be at least 1")
+        rows = items.select("item_idx", "title", "year", "genres", "tags").iter_rows()
+        queries: list[str] = []
+        targets: list[int] = []
+        budget = per_item * self.title_share
+        for position, (item_idx, title, year, genres, tags) in enumerate(
+            tqdm(rows, total=items.height, desc="template queries", disable=not self.progress)
+        ):
+            n_title = math.floor((position + 1) * budget + 1e-9) - math.floor(
+                position * budget + 1e-9
+            )
+            made = self._item_queries(
+                random.Random(f"{seed}:{item_idx}"), title, year, genres, tags, per_item, n_title
+            )
+            queries += made
+            targets += [item_idx] * len(made)
+        return pl.DataFrame(
+            {"query": queries, "item_idx": targets},
+            schema={"query": pl.String, "item_idx": pl.Int32},
+        )
+
+    def _item_queries(
+        self,
+        rng: random.Random,
+        title: str | None,
+        year: int | None,
+        genres: list[str] | None,
+        tags: list[str] | None,
+        per_item: int,
+        n_title: int,
+    ) -> list[str]:
+        genres = [g for g in genres or [] if g in _GENRES] + [
+            g for g in genres or [] if g not in _GENRES and g != "IMAX"
+        ]
+        tags = list(tags or [])
+        words = [_SHORT.get(g, _GENRES[g][0]) if g in _GENRES else g.lower() for g in genres]
+        title = (title or "").strip()
+        plain: list[str] = []
+        titled: list[str] = []
+        seen: set[str] = set()
+        attempts = 0
+        while (
+            len(plain) < per_item - n_title or len(titled) < n_title
+        ) and attempts < 40 * per_item:
+            attempts += 1
+            want_title = (
+                bool(title)
+                and len(titled) < n_title
+                and (len(plain) >= per_item - n_title or rng.random() < 0.3)
+            )
+            template = rng.choice(_TITLE_TEMPLATES if want_title else _TEMPLATES)
+            query = self._fill(rng, template, title, year, genres, words, tags)
+            if query is None or query.lower() in seen:
+                continue
+            has_title = contains_title(query, title)
+            if has_title and len(titled) >= n_title:
+                continue
+            if not has_title and len(plain) >= per_item - n_title:
+                continue
+            seen.add(query.lower())
+            (titled if has_title else plain).append(query)
+        out = plain + titled
+        rng.shuffle(out)
+        return out
+
+    @staticmethod
+    def _fill(
+        rng: random.Random,
+        template: str,
+        title: str,
+        year: int | None,
+        genres: list[str],
+        words: list[str],
+        tags: list[str],
+    ) -> str | None:
+        """``template`` with its slots drawn from the item's metadata; None if one is missing."""
+        names = _TEMPLATE_SLOTS[template]
+        available = {
+            "d": year, "y": year, "era": year and _era(year), "gw": words, "gw2": len(words) >= 2,
+            "t": tags, "t2": len(tags) >= 2, "title": title,
+        }  # fmt: skip
+        if any(name in available and not available[name] for name in names):
+            return None
+        picked = rng.sample(genres, k=min(len(genres), rng.choice((1, 1, 2)))) if genres else []
+        known = [g for g in picked if g in _GENRES]
+        values: dict[str, str] = {}
+        if "g" in names:
+            if len(picked) == 2 and len(known) == 2:
+                values["g"] = f"{_GENRES[known[0]][0]} {_GENRES[known[1]][1]}"
+            elif picked and picked[0] in _GENRES:
+                values["g"] = _GENRES[picked[0]][1]
+            elif picked:
+                values["g"] = f"{picked[0].lower()} movie"
+            else:
+                values["g"] = rng.choice(("movie", "film"))
+        if "gw2" in names:
+            values["gw"], values["gw2"] = rng.sample(words, 2)
+        elif "gw" in names:
+            values["gw"] = rng.choice(words)
+        if "t2" in names:
+            values["t"], values["t2"] = rng.sample(tags, 2)
+        elif "t" in names:
+            values["t"] = rng.choice(tags)
+        if year:
+            values["y"] = str(year)
+            values["era"] = _era(year) or ""
+            if "d" in names:
+                values["d"] = _decade(year, rng)
+        source = known or [g for g in genres if g in _GENRES]
+        if "m" in names:
+            values["m"] = rng.choice([m for g in source for m in _GENRES[g][2]] or _GENERIC_MOODS)
+        if "o" in names:
+            occasions = [o for g in source for o in _GENRES[g][3]] or _GENERIC_OCCASIONS
+            values["o"] = rng.choice(occasions)
+        if "title" in names:
+            values["title"] = title if rng.random() < 0.6 else title.lower()
+        # reject repeated words ("a suspenseful suspenseful drama"); titles may repeat words
+        untitled = _SLOT.sub(
+            lambda m: "" if m.group(1) == "title" else values[m.group(1)], template
+        )
+        long_words = [w for w in re.findall(r"[\w'-]+", untitled.lower()) if len(w) > 3]
+        if len(set(long_words)) < len(long_words):
+            return None
+        text = _SLOT.sub(lambda m: values[m.group(1)], template)
+        return _ARTICLE.sub(_article, text)
+
+
+_TEMPLATE_SLOTS = {t: tuple(_SLOT.findall(t)) for t in _TEMPLATES + _TITLE_TEMPLATES}
+
+
+_GENERATORS: dict[str, Callable[[QueryConfig], QueryGenerator]] = {
+    "template": lambda cfg: TemplateQueryGenerator(title_share=cfg.title_share),
+}
+
+
+def register_query_generator(name: str, factory: Callable[[QueryConfig], QueryGenerator]) -> None:
+    """Make a generator selectable as ``queries.source=NAME``."""
+    _GENERATORS[name] = factory
+
+
+def query_generator(cfg: QueryConfig) -> QueryGenerator:
+    """The generator named by ``cfg.source``."""
+    try:
+        return _GENERATORS[cfg.source](cfg)
+    except KeyError as exc:
+        raise ConfigError(
+            f"queries.source={cfg.source}: no such query generator "
+            f"(available: {', '.join(sorted(_GENERATORS))}, file)"
+        ) from exc
+
+
+def generate_queries(items: pl.DataFrame, cfg: QueryConfig, seed: int) -> pl.DataFrame:
+    """Generate queries with the generator named by ``cfg.source`` and check its output."""
+    frame = query_generator(cfg).generate(items, cfg.per_item, seed)
+    return check_queries(frame, items.height, f"queries.source={cfg.source}")
+
+
+def check_queries(frame: pl.DataFrame, n_items: int, source: str) -> pl.DataFrame:
+    """Validate a generator's output: columns, item indices in range, non-empty queries."""
+    missing = {"query", "item_idx"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{source}: generated queries lack column(s) {', '.join(sorted(missing))}")
+    out = frame.with_columns(pl.col("query").cast(pl.String).str.strip_chars(),
+                             pl.col("item_idx").cast(pl.Int32))  # fmt: skip
+    bad = out.filter(
+        pl.col("item_idx").is_null() | (pl.col("item_idx") < 0) | (pl.col("item_idx") >= n_items)
+    )
+    if bad.height:
+        raise DataError(f"{source}: {bad.height} queries name an item_idx outside 0..{n_items - 1}")
+    empty = out.filter(pl.col("query").is_null() | (pl.col("query") == ""))
+    if empty.height:
+        raise DataError(f"{source}: {empty.height} generated queries are empty")
+    if out.height == 0:
+        raise DataError(f"{source}: no queries were generated")
+    return out
+
+
+# ----------------------------------------------------------------------------- query files
+
+ID_KEYS = ("movieId", "item_id")
+
+
+def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
+    """Read a JSONL query file and map its ids to item indices.
+
+    Every problem (bad JSON, missing keys, wrong types, ids the catalogue lacks) is collected
+    and reported in one :class:`DataError`, each with its line number.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``query`` (str), ``item_idx`` (i32), plus ``group`` (str) when the file has groups and
+        ``split`` ("train"/"test") when its lines carry one (then every line must).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: query file not found")
+    name = str(path)
+    index = dict(zip(dataset.items["item_id"].to_list(), range(dataset.items.height), strict=True))
+    log_ = ProblemLog()
+    rows: list[tuple[str, int, str | None, str | None]] = []
+    lines_without_split: list[int] = []
+    seen_lines = 0
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror})") from exc
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                seen_lines += 1
+                parsed = _parse_query_line(line, number, name, index, log_)
+                if parsed is not None:
+                    rows.append(parsed)
+                    if parsed[3] is None:
+                        lines_without_split.append(number)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    if seen_lines == 0:
+        raise DataError(
+            f'{path}: empty query file (expected one JSON object per line: {{"query": "...", '
+            f'"movieId": 1}})'
+        )
+    has_split = any(row[3] is not None for row in rows)
+    if has_split:
+        for number in lines_without_split[:10]:
+            log_.add(name, f"line {number}", "missing key 'split' (other lines have one)")
+    log_.raise_if_any()
+    frame = pl.DataFrame(
+        rows, schema={"query": pl.String, "item_idx": pl.Int32, "group": pl.String,
+                      "split": pl.String}, orient="row",
+    )  # fmt: skip
+    keep = ["query", "item_idx"]
+    keep += ["group"] if frame["group"].null_count() < frame.height else []
+    keep += ["split"] if has_split else []
+    return frame.select(keep)
+
+
+def _parse_query_line(
+    line: str, number: int, name: str, index: dict[int, int], log_: ProblemLog
+) -> tuple[str, int, str | None, str | None] | None:
+    where = f"line {number}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        log_.add(name, where, f"not valid JSON ({exc.msg} at column {exc.colno})")
+        return None
+    if not isinstance(obj, dict):
+        log_.add(name, where, f"expected a JSON object, got {type(obj).__name__}")
+        return None
+    ok = True
+    query = obj.get("query")
+    if "query" not in obj:
+        log_.add(name, where, "missing key 'query'")
+        ok = False
+    elif not isinstance(query, str) or not query.strip():
+        log_.add(name, where, "'query' must be a non-empty string")
+        ok = False
+    key = next((k for k in ID_KEYS if k in obj), None)
+    item_idx = None
+    if key is None:
+        log_.add(name, where, "missing key 'movieId' (or 'item_id')")
+        ok = False
+    else:
+        raw = obj[key]
+        item_id = _as_int(raw)
+        if item_id is None:
+            log_.add(name, where, f"{key} must be an integer, got {json.dumps(raw)}")
+            ok = False
+        else:
+            item_idx = index.get(item_id)
+            if item_idx is None:
+                log_.add(name, where, f"{key} {item_id} is not in the catalogue")
+                ok = False
+    split = obj.get("split")
+    if split is not None and split not in ("train", "test"):
+        log_.add(name, where, f'\'split\' must be "train" or "test", got {json.dumps(split)}')
+        ok = False
+    if not ok:
+        return None
+    group = obj.get("group")
+    assert isinstance(query, str) and item_idx is not None
+    return query.strip(), item_idx, None if group is None else str(group), split
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def write_query_file(
+    path: Path, queries: pl.DataFrame, items: pl.DataFrame, id_key: str = "movieId"
+) -> int:
+    """Write ``queries`` (query, item_idx[, group, split]) as JSONL with catalogue ids; atomic."""
+    if id_key not in ID_KEYS:
+        raise ConfigError(f"id key {id_key!r}: use one of {', '.join(ID_KEYS)}")
+    ids = items["item_id"].gather(queries["item_idx"].cast(pl.Int64)).to_list()
+    extras = {k: queries[k].to_list() for k in ("group", "split") if k in queries.columns}
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for i, (query, item_id) in enumerate(zip(queries["query"].to_list(), ids, strict=True)):
+            record: dict[str, Any] = {"query": query, id_key: item_id}
+            record.update({k: v[i] for k, v in extras.items() if v[i] is not None})
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return queries.height
+
+
+def contains_title(query: str, title: str | None) -> bool:
+    """Whether ``query`` contains ``title`` as whole words (case-insensitive)."""
+    if not title:
+        return False
+    text, needle = query.lower(), title.lower()
+    start = text.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        if (start == 0 or not text[start - 1].isalnum()) and (
+            end == len(text) or not text[end].isalnum()
+        ):
+            return True
+        start = text.find(needle, start + 1)
+    return False
+
+
+def title_share(queries: Iterable[str], titles: Iterable[str | None]) -> float:
+    """Share of queries that contain their item's full title (whole words, any case)."""
+    pairs = list(zip(queries, titles, strict=True))
+    if not pairs:
+        return 0.0
+    return sum(contains_title(q, t) for q, t in pairs) / len(pairs)
+
+
+_STOPWORDS = frozenset({
+    "a", "an", "the", "of", "and", "or", "in", "on", "to", "for", "with", "from", "at", "by",
+    "is", "it", "its", "my", "me", "i", "you", "your", "his", "her", "their", "our", "we", "he",
+    "she", "they", "this", "that", "part", "ii", "iii", "la", "le", "les", "el", "de", "des",
+    "du", "il",
+})  # fmt: skip
+
+
+def title_word_share(queries: Iterable[str], titles: Iterable[str | None]) -> float:
+    """Share of queries sharing at least one non-stopword title word (3+ letters) with it."""
+    pairs = list(zip(queries, titles, strict=True))
+    if not pairs:
+        return 0.0
+    hits = 0
+    for query, title in pairs:
+        words = {w for w in re.findall(r"\w+", (title or "").lower()) if len(w) >= 3}
+        words -= _STOPWORDS
+        hits += bool(words & set(re.findall(r"\w+", query.lower())))
+    return hits / len(pairs)

@@ -1,0 +1,198 @@
+"""Leave-last-out user sequences, and the train/test split of search queries.
+
+Sequences: each user's interactions in chronological order (ties: the file's row order); the
+last item is the test target, the one before it the validation target, everything earlier is
+the training prefix (kept whole: examples truncate it to ``max_history`` when they are built).
+Consuming the same item twice is kept as it is.
+
+Queries: split per item, so every item has training queries and test queries are never seen in
+training. Of an item's distinct queries, ``test_per_item`` go to test (seeded choice) but at
+least one always stays in train: an item with a single query keeps it for training. Queries
+sharing a ``group`` (paraphrases of one need) stay on the same side of the split.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import polars as pl
+
+from semid.data.config import DataConfig, QueryConfig
+from semid.data.dataset import Dataset, Splits
+from semid.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def leave_last_out(
+    interactions: pl.DataFrame,
+    min_user_interactions: int = 3,
+    drop_short_users: bool = False,
+    source: str = "interactions",
+) -> pl.DataFrame:
+    """Per-user ``train`` prefix, ``valid`` and ``test`` items from sorted interactions.
+
+    Parameters
+    ----------
+    interactions : pl.DataFrame
+        ``user_id``, ``item_idx``, sorted by user then time (as :class:`Dataset` holds them).
+    min_user_interactions : int
+        Users with fewer interactions cannot be split (at least 3: train, valid, test).
+    drop_short_users : bool
+        Drop such users instead of raising.
+    source : str
+        The ratings file (or dataset) named in the error.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``user_id`` (i64), ``train`` (list[i32]), ``valid`` (i32), ``test`` (i32), by user id.
+    """
+    if min_user_interactions < 3:
+        raise ConfigError(
+            f"data.min_user_interactions={min_user_interactions}: leave-last-out needs at "
+            "least 3 interactions per user (train, valid, test)"
+        )
+    per_user = (
+        interactions.group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_idx").cast(pl.Int32).alias("items"))
+        .with_columns(pl.col("items").list.len().alias("n"))
+    )
+    short = per_user.filter(pl.col("n") < min_user_interactions)
+    if short.height:
+        if not drop_short_users:
+            first = short.sort("user_id").row(0, named=True)
+            others = f" ({short.height} users in all)" if short.height > 1 else ""
+            raise DataError(
+                f"{source}: user {first['user_id']} has {first['n']} interaction"
+                f"{'s' if first['n'] != 1 else ''}, fewer than data.min_user_interactions="
+                f"{min_user_interactions}{others}; set data.drop_short_users=true to drop them"
+            )
+        log.info("dropping %d users with < %d interactions", short.height, min_user_interactions)
+        per_user = per_user.filter(pl.col("n") >= min_user_interactions)
+    if per_user.height == 0:
+        raise DataError(
+            f"{source}: no user has {min_user_interactions} or more interactions; nothing to split"
+        )
+    return per_user.sort("user_id").select(
+        pl.col("user_id").cast(pl.Int64),
+        pl.col("items").list.slice(0, pl.col("n") - 2).alias("train"),
+        pl.col("items").list.get(-2).alias("valid"),
+        pl.col("items").list.get(-1).alias("test"),
+    )
+
+
+def split_queries(queries: pl.DataFrame, test_per_item: int, seed: int) -> pl.DataFrame:
+    """Mark each item's queries ``train`` or ``test``; identical (query, item) pairs are merged.
+
+    Parameters
+    ----------
+    queries : pl.DataFrame
+        ``query``, ``item_idx``, and optionally ``split`` ("train"/"test": an explicit split,
+        used as given) or ``group`` (queries of one group share a side).
+    test_per_item : int
+        Test queries wanted per item; fewer when an item has too few groups, since at least
+        one group of every item stays in train.
+    seed : int
+        Seed of the choice of test queries.
+
+    Returns
+    -------
+    pl.DataFrame
+        ``query`` (str), ``item_idx`` (i32), ``split`` ("train"/"test"), ordered by item, then
+        the input order.
+    """
+    frame = (
+        queries.with_row_index("_order")
+        .with_columns(pl.col("query").str.strip_chars(), pl.col("item_idx").cast(pl.Int32))
+        .unique(["item_idx", "query"], keep="first", maintain_order=True)
+    )
+    if "split" in frame.columns and frame["split"].null_count() < frame.height:
+        bad = frame.filter(~pl.col("split").is_in(["train", "test"]) | pl.col("split").is_null())
+        if bad.height:
+            raise DataError(
+                f"queries: split must be 'train' or 'test' for every query, got "
+                f"{bad['split'][0]!r} for {bad['query'][0]!r}"
+            )
+        log.info("queries carry their own train/test split; queries.test_per_item is not used")
+        return frame.sort("item_idx", "_order").select(
+            "query", "item_idx", pl.col("split").cast(pl.String)
+        )
+    if "group" in frame.columns:
+        frame = frame.with_columns(pl.col("group").cast(pl.String).fill_null(pl.col("query")))
+    else:
+        frame = frame.with_columns(pl.col("query").alias("group"))
+    groups = (
+        frame.group_by("item_idx", "group")
+        .agg(pl.len().alias("size"), pl.col("_order").min().alias("first"))
+        .sort("item_idx", "first")
+    )
+    rng = np.random.default_rng(seed)
+    groups = (
+        groups.with_columns(pl.Series("key", rng.random(groups.height)))
+        .sort("item_idx", "key")
+        .with_columns(
+            (pl.col("size").cum_sum().over("item_idx") - pl.col("size")).alias("before"),
+            pl.int_range(pl.len()).over("item_idx").alias("rank"),
+            pl.len().over("item_idx").alias("n_groups"),
+        )
+        .with_columns(
+            pl.when((pl.col("before") < test_per_item) & (pl.col("rank") < pl.col("n_groups") - 1))
+            .then(pl.lit("test"))
+            .otherwise(pl.lit("train"))
+            .alias("split")
+        )
+    )
+    return (
+        frame.join(groups.select("item_idx", "group", "split"), on=["item_idx", "group"])
+        .sort("item_idx", "_order")
+        .select("query", "item_idx", "split")
+    )
+
+
+def make_splits(
+    dataset: Dataset, data_cfg: DataConfig, query_cfg: QueryConfig, seed: int
+) -> Splits:
+    """Leave-last-out sequences plus the search queries, split into train and test.
+
+    Queries come from the offline template generator (``queries.source=template``) or a JSONL
+    file (``queries.source=file``).
+    """
+    from semid.data.queries import generate_queries, load_query_file
+
+    sequences = leave_last_out(
+        dataset.interactions,
+        data_cfg.min_user_interactions,
+        data_cfg.drop_short_users,
+        source=interactions_label(data_cfg),
+    )
+    if query_cfg.source == "file":
+        if query_cfg.file is None:
+            raise ConfigError("queries.source=file needs queries.file=PATH (a JSONL file)")
+        raw = load_query_file(query_cfg.file, dataset)
+    else:
+        if query_cfg.test_per_item >= query_cfg.per_item:
+            raise ConfigError(
+                f"queries.test_per_item={query_cfg.test_per_item} must be smaller than "
+                f"queries.per_item={query_cfg.per_item} (every item needs training queries)"
+            )
+        raw = generate_queries(dataset.items, query_cfg, seed)
+    queries = split_queries(raw, query_cfg.test_per_item, seed)
+    log.info(
+        "splits: %d users, %d train / %d test queries",
+        sequences.height,
+        queries.filter(pl.col("split") == "train").height,
+        queries.filter(pl.col("split") == "test").height,
+    )
+    return Splits(sequences=sequences, queries=queries)
+
+
+def interactions_label(cfg: DataConfig) -> str:
+    """The interactions file of ``cfg`` for error messages (the dataset name if unresolvable)."""
+    from semid.data.movielens import detect_layout, resolve_path
+
+    try:
+        return str(detect_layout(resolve_path(cfg.dataset, cfg.path)).interactions)
+    except DataError:
+        return f"dataset {cfg.dataset}"
