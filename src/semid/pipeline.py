@@ -66,8 +66,17 @@ def _fingerprint(path: Path | None) -> Any:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` torch threads (default: every core)."""
-    torch.set_num_threads(n or os.cpu_count() or 1)
+    """Use ``n`` torch threads (default: $SEMID_NUM_THREADS, else every core we may use)."""
+    if n is None and os.environ.get("SEMID_NUM_THREADS"):
+        n = int(os.environ["SEMID_NUM_THREADS"])
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, n or 1))
+
+
+def generator_seed(cfg: RunConfig) -> int:
+    """The generator's seed: ``train.seed`` when set, else the run seed."""
+    return cfg.seed if cfg.train.seed is None else cfg.train.seed
 
 
 @dataclass
@@ -129,7 +138,8 @@ def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
     material = {
         "splits": state.stages["splits"].key,
         "embedding": cfg.embedding.model_dump(mode="json"),
-        "seed": cfg.seed,
+        # content embeddings train nothing: every seed shares them
+        "seed": None if cfg.embedding.space == "content" else cfg.seed,
     }
 
     def build(out: Path) -> dict:
@@ -177,13 +187,14 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         "splits": state.stages["splits"].key,
         "ids": state.stages["ids"].key,
         "model": cfg.model.model_dump(mode="json"),
-        "train": cfg.train.model_dump(mode="json"),
-        "seed": cfg.seed,
+        "train": cfg.train.model_dump(mode="json", exclude={"seed", "num_threads", "device"}),
+        "seed": generator_seed(cfg),
     }
 
     def build(out: Path) -> dict:
         set_threads(cfg.train.num_threads)
-        torch.manual_seed(cfg.seed)
+        seed = generator_seed(cfg)
+        torch.manual_seed(seed)
         items = pl.read_parquet(state.path("data") / "items.parquet")
         splits = Splits.load(state.path("splits"))
         spaces = load_ids(state.path("ids"))
@@ -214,7 +225,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         device = resolve_device(cfg.train.device)
         model = build_model(cfg.model, len(vocab), vocab.pad_id, vocab.eos_id, encoder_path)
         log.info("generator: %d parameters, %d examples", count_parameters(model), len(examples))
-        facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, cfg.seed)
+        facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, seed)
         retriever = GenerativeRetriever(
             model.cpu(), vocab, codes, cfg.model.max_query_tokens, cfg.model.max_history_items
         )

@@ -48,6 +48,11 @@ class TrainConfig(BaseModel):
     indexing_examples: bool = Field(True, description="Add item text -> item ID examples.")
     num_threads: int | None = Field(None, ge=1, description="torch threads (default: all cores).")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
+    seed: int | None = Field(
+        None,
+        description="Seed of the generator's init and example order; None = the run seed. "
+        "Varying it alone re-trains only the generator (every other stage is shared).",
+    )
     precision: str = Field(
         "auto",
         pattern="^(auto|fp32|bf16)$",

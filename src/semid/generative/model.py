@@ -82,7 +82,12 @@ def build_model(
             eos_token_id=eos_id,
             decoder_start_token_id=pad_id,
         )
-        return T5ForConditionalGeneration(config)
+        model = T5ForConditionalGeneration(config)
+        # HF draws the untied LM head with std 1: logits then have std ~sqrt(d_model) and the
+        # first loss is ~60 nats. Use the d_model**-0.5 scale of T5's tied head instead.
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
+        return model
     if cfg.backbone == "sentence-encoder":
         return _sentence_encoder_backbone(cfg, vocab_size, pad_id, eos_id, encoder_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(cfg.backbone)
