@@ -54,8 +54,8 @@ def run_name(cfg: RunConfig) -> str:
 
 def _fingerprint(path: Path | None) -> Any:
     """Names, sizes and content hashes of the files a stage reads (cheap for small files)."""
-    if path is None:
-        return None
+    if path is None or not Path(path).exists():
+        return None  # the stage itself reports a missing input with a clear message
     path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     out = []
