@@ -1,0 +1,102 @@
+"""Benchmark of the main job: wall time and peak RSS per stage, training examples/s,
+constrained-decoding queries/s and the metrics table.
+
+    python benchmarks/default_run.py                 # runs `semid run` (default preset) first
+    python benchmarks/default_run.py --run-dir runs/NAME   # measure an existing run
+
+Prints a table and writes benchmarks/results/default_run.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from semid.config import load_config
+from semid.generative.retriever import GenerativeRetriever
+from semid.io import write_json
+from semid.pipeline import load_state, run_pipeline, set_threads
+
+OUT = Path(__file__).resolve().parent / "results" / "default_run.json"
+
+
+def decode_rate(run_dir: Path, n: int, beam: int) -> dict:
+    """Queries/s of trie-constrained beam search on held-out queries and user histories."""
+    cfg, paths = load_state(run_dir)
+    set_threads(cfg.train.num_threads)
+    retriever = GenerativeRetriever.load(run_dir / "model")
+    queries = pl.read_parquet(paths["splits"] / "queries.parquet").filter(pl.col("split") == "test")
+    texts = queries["query"].to_list()[:n]
+    seqs = pl.read_parquet(paths["splits"] / "sequences.parquet")["train"].to_list()[:n]
+    out = {}
+    for task, inputs, fn in (
+        ("search", texts, retriever.search),
+        ("rec", seqs, retriever.recommend),
+    ):
+        start = time.perf_counter()
+        items, _ = fn(inputs, k=beam, batch_size=cfg.eval.batch_size)
+        seconds = time.perf_counter() - start
+        assert (items >= 0).all()
+        out[task] = {
+            "inputs": len(inputs),
+            "seconds": round(seconds, 2),
+            "per_second": round(len(inputs) / seconds, 1),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-dir", type=Path, help="Existing run directory to measure.")
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--decode-inputs", type=int, default=300)
+    args = parser.parse_args()
+    run_dir = args.run_dir
+    total = None
+    if run_dir is None:
+        start = time.perf_counter()
+        run_dir = run_pipeline(load_config(args.preset), Path("runs"))
+        total = time.perf_counter() - start
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    cfg, _ = load_state(run_dir)
+    stages = {
+        name: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"], "cached": s["cached"]}
+        for name, s in manifest["stages"].items()
+    }
+    model = manifest["stages"]["model"]["facts"]
+    result = {
+        "run_dir": str(run_dir),
+        "wall_seconds": total,
+        "stages": stages,
+        "train_examples_per_second": model.get("examples_per_second"),
+        "decode": decode_rate(run_dir, args.decode_inputs, cfg.eval.beam_size),
+        "metrics": metrics,
+    }
+    print(f"{'stage':<12}{'seconds':>10}{'peak RSS MB':>14}{'cached':>8}")
+    for name, s in stages.items():
+        print(
+            f"{name:<12}{s['seconds']:>10.1f}{(s['peak_rss_mb'] or float('nan')):>14.0f}"
+            f"{str(s['cached']):>8}"
+        )
+    print(f"training examples/s: {result['train_examples_per_second']}")
+    for task, d in result["decode"].items():
+        print(f"constrained beam-{cfg.eval.beam_size} decoding, {task}: {d['per_second']} inputs/s")
+    k = max(cfg.eval.ks)
+    print(f"\n{'method':<20}{'search R@' + str(k):>14}{'rec R@' + str(k):>12}")
+    for method, tasks in metrics.items():
+        cells = [tasks.get(t, {}).get(f"recall@{k}") for t in ("search", "rec")]
+        print(f"{method:<20}" + "".join(f"{'—' if c is None else f'{c:.4f}':>13}" for c in cells))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    write_json(OUT, result)
+    print(f"\nwrote {OUT}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
