@@ -61,7 +61,7 @@ from those files.
 (codebook usage, collisions, reconstruction, semantic coherence) on ml-latest-small (9,742
 items) and the ML-25M item table (62,423 items). **Not yet measured:** the downstream Recall@30
 of the generator for each quantizer (`semid grid grids/rq-vae-study.yaml --preset cpu`, then
-`semid report results/rq-vae-study`); the verdict below is therefore about the IDs, not yet
+`semid report results/rq-vae-study-cpu`); the verdict below is therefore about the IDs, not yet
 about retrieval.
 
 "Recall cap without disambiguation" = distinct IDs / items: when an ID is shared and no
