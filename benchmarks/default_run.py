@@ -65,10 +65,15 @@ def main() -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     cfg, _ = load_state(run_dir)
-    stages = {
-        name: {"seconds": s["seconds"], "peak_rss_mb": s["peak_rss_mb"], "cached": s["cached"]}
-        for name, s in manifest["stages"].items()
-    }
+    stages = {}
+    for name, s in manifest["stages"].items():
+        # a cached stage reports the cost it had when it was built (recorded in its folder)
+        built = json.loads((Path(s["path"]) / "_stage.json").read_text())
+        stages[name] = {
+            "seconds": built["seconds"],
+            "peak_rss_mb": built["peak_rss_mb"],
+            "cached": s["cached"],
+        }
     model = manifest["stages"]["model"]["facts"]
     result = {
         "run_dir": str(run_dir),
