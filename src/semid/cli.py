@@ -127,25 +127,6 @@ def run(
 
 
 @app.command()
-def embed(
-    preset: PresetOpt = "default",
-    config: ConfigOpt = None,
-    overrides: SetOpt = None,
-    embedding: Annotated[str | None, typer.Option(help="Embedding space to build.")] = None,
-    encoder: Annotated[str | None, typer.Option(help="minilm, mpnet or a model folder.")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-) -> None:
-    """Build (or reuse) one item-embedding space: the run's stages up to `embeddings`."""
-    from semid.pipeline import run_pipeline
-
-    cfg = _config(
-        preset, config, overrides, {"embedding.space": embedding, "embedding.encoder": encoder}
-    )
-    run_dir = run_pipeline(cfg, runs_dir, until="embeddings")
-    console.print(f"embeddings: {_stage_path(run_dir, 'embeddings')}")
-
-
-@app.command()
 def train(
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
@@ -371,12 +352,14 @@ def _mount() -> None:
     from semid.assign import assign_command
     from semid.data.cli import data_app, queries_app
     from semid.data.llm_cli import generate as llm_generate
+    from semid.embeddings.cli import embed_app
     from semid.quantizers.cli import ids_app
 
     queries_app.command("generate")(llm_generate)
     ids_app.command("assign")(assign_command)
     app.add_typer(data_app, name="data", help="Load, download, import and inspect datasets.")
     app.add_typer(queries_app, name="queries", help="Make search-query files.")
+    app.add_typer(embed_app, name="embed", help="Build, inspect and list item-embedding spaces.")
     app.add_typer(ids_app, name="ids", help="Fit quantizers, assign and inspect semantic IDs.")
 
 
