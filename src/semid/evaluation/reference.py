@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
+from semid.embeddings.fused import l2_normalize
+
 
 def popularity_ranking(
     train_sequences: Sequence[Sequence[int]], n_items: int, k: int
@@ -39,16 +41,11 @@ def popularity_recommend(
     return out
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def knn(item_embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Cosine k-nearest items (FAISS inner product over L2-normalised vectors)."""
     index = faiss.IndexFlatIP(item_embeddings.shape[1])
-    index.add(_normalise(item_embeddings))
-    _, idx = index.search(_normalise(queries), min(k, item_embeddings.shape[0]))
+    index.add(l2_normalize(item_embeddings))
+    _, idx = index.search(l2_normalize(queries), min(k, item_embeddings.shape[0]))
     return idx.astype(np.int64)
 
 
@@ -56,7 +53,7 @@ def mean_history_embeddings(
     item_embeddings: np.ndarray, histories: Sequence[Sequence[int]], max_items: int
 ) -> np.ndarray:
     """Mean of the (normalised) embeddings of each history's last ``max_items`` items."""
-    normed = _normalise(item_embeddings)
+    normed = l2_normalize(item_embeddings)
     out = np.zeros((len(histories), normed.shape[1]), dtype=np.float32)
     for row, hist in enumerate(histories):
         recent = list(hist)[-max_items:]
