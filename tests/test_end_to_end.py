@@ -24,14 +24,27 @@ def smoke_run(tmp_path_factory):
 
 def test_run_directory_holds_every_artifact(smoke_run):
     run_dir, _, cfg = smoke_run
-    for name in ("config.json", "manifest.json", "metrics.json", "predictions.parquet",
-                 "report.md", "id_table.csv", "model"):
+    for name in (
+        "config.json",
+        "manifest.json",
+        "metrics.json",
+        "predictions.parquet",
+        "report.md",
+        "id_table.csv",
+        "model",
+    ):
         assert (run_dir / name).exists(), name
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["seed"] == cfg.seed and saved["data"]["max_items"] == 600
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for method, task in [("generative", "search"), ("generative", "rec"), ("dense", "search"),
-                         ("bm25", "search"), ("popularity", "rec"), ("sasrec", "rec")]:
+    for method, task in [
+        ("generative", "search"),
+        ("generative", "rec"),
+        ("dense", "search"),
+        ("bm25", "search"),
+        ("popularity", "rec"),
+        ("sasrec", "rec"),
+    ]:
         assert 0.0 <= metrics[method][task]["recall@10"] <= 1.0
     # constrained decoding: every generated item is a real catalogue item
     assert metrics["generative"]["search"]["valid_output_rate"] == 1.0
@@ -47,8 +60,8 @@ def test_predictions_recompute_the_metrics(smoke_run):
     hits = gen.select(((pl.col("rank") >= 0) & (pl.col("rank") < 10)).mean()).item()
     assert hits == pytest.approx(metrics["generative"]["search"]["recall@10"])
     recomputed = [
-        t in p[:10] for t, p in zip(gen["target"].to_list(), gen["predicted"].to_list(),
-                                     strict=True)
+        t in p[:10]
+        for t, p in zip(gen["target"].to_list(), gen["predicted"].to_list(), strict=True)
     ]
     assert sum(recomputed) / len(recomputed) == pytest.approx(hits)
 
@@ -69,8 +82,10 @@ def test_second_run_reuses_every_stage(smoke_run):
 def test_evaluate_a_query_file_without_retraining(smoke_run, tmp_path):
     run_dir, _, _ = smoke_run
     items = pl.read_parquet(run_dir / "model" / "items.parquet")
-    lines = [json.dumps({"query": f"{t} movie", "movieId": int(i)})
-             for t, i in zip(items["title"][:5], items["item_id"][:5], strict=True)]
+    lines = [
+        json.dumps({"query": f"{t} movie", "movieId": int(i)})
+        for t, i in zip(items["title"][:5], items["item_id"][:5], strict=True)
+    ]
     qfile = tmp_path / "q.jsonl"
     qfile.write_text("\n".join(lines) + "\n")
     metrics = evaluate_query_file(run_dir, qfile)
@@ -93,9 +108,20 @@ def test_load_search_and_recommend(smoke_run):
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "semid.cli", "run", "--preset", "smoke", "--set",
-         f"data.path={tmp_path / 'nowhere'}", "--runs-dir", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "semid.cli",
+            "run",
+            "--preset",
+            "smoke",
+            "--set",
+            f"data.path={tmp_path / 'nowhere'}",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 2
     assert "Traceback" not in out.stderr

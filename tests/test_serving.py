@@ -5,7 +5,9 @@ from serving_toy import N_ITEMS, one_thread, toy_items, toy_run
 
 import semid
 from semid.errors import ConfigError, DataError
-from semid.serving import CachedTrieRetriever, ItemFilter, LRUCache, SemidModel, load
+from semid.generative.lru import LRUCache
+from semid.generative.retriever import GenerativeRetriever
+from semid.serving import ItemFilter, SemidModel, load
 
 ITEMS = toy_items()
 DRAMA = set(ITEMS.filter(pl.col("genres").list.contains("Drama"))["item_id"].to_list())
@@ -28,7 +30,7 @@ def model(run_dir):
 
 
 def test_load_accepts_the_run_or_its_model_folder(run_dir, model):
-    assert isinstance(model.retriever, CachedTrieRetriever)
+    assert isinstance(model.retriever, GenerativeRetriever)
     assert model.n_items == N_ITEMS
     assert semid.load(run_dir).search("toy story", k=1)["title"][0] == "Toy Story"
     from_folder = SemidModel.load(run_dir / "model", precision="fp32")

@@ -17,6 +17,7 @@ from semid.reports.study import (
     hits_at_k,
     mean_std,
     paired_ttest,
+    target_collisions,
     write_study_report,
 )
 
@@ -274,3 +275,29 @@ def test_report_at_another_cutoff(study_dir):
     vals = [written[("content", s)][0]["generative"]["rec"]["recall@10"] for s in SEEDS]
     assert content["mean"]["rec recall@10"] == pytest.approx(np.mean(vals))
     assert study["head_share"] == 0.8
+
+
+def test_target_collisions_counts_shared_codes_and_unreachable_targets():
+    # items 0,1,2 share code (0, 0); item 3 has (0, 1); item 4 has (1, 0)
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2], [0, 1, 0], [1, 0, 0]])
+    targets = np.array([0, 1, 3, 4])
+    hits = np.array([1.0, 0.0, 1.0, 0.0])
+    with_token = target_collisions(codes, 2, True, targets, hits)
+    assert with_token["shared_code_share"] == 0.5
+    assert with_token["items_per_code"] == (3 + 3 + 1 + 1) / 4
+    assert with_token["reachable_share"] == 1.0
+    assert with_token["recall_shared"] == 0.5 and with_token["recall_unique"] == 0.5
+    # without the token only the lowest-index item of a code is decodable: item 1 is not
+    without_token = target_collisions(codes[:, :2], 2, False, targets, hits)
+    assert without_token["reachable_share"] == 0.75
+
+
+def test_cost_table_shows_what_a_cached_stage_cost_when_built(study_dir):
+    out, _ = study_dir
+    splits_s1 = out.parent / "cache" / "splits" / "s1"
+    write_json(splits_s1 / "_stage.json", {"stage": "splits", "seconds": 7.0})
+    text = write_study_report(out).read_text()
+    cost = text.split("## Cost")[1]
+    # content__s1: splits reused (built in 7 s), ids computed by the cell (3 s)
+    assert "| content__s1 | done | — | (7) |" in cost
+    assert "| 3 | 10 |" in cost  # this cell 3 s, with the cached stage 10 s

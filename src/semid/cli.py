@@ -99,7 +99,7 @@ def run(
         str | None,
         typer.Option(
             help="Stop after this stage (data, splits, embeddings, ids, "
-            "model, evaluate, baselines)."
+            "model, evaluate, reference, baselines)."
         ),
     ] = None,
 ) -> None:

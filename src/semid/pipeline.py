@@ -42,7 +42,7 @@ from semid.runs import Run, StageResult
 
 log = logging.getLogger(__name__)
 
-STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "baselines"]
+STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -298,11 +298,38 @@ def stage_evaluate(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("evaluate", material, build, force)
 
 
-def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
+def stage_reference(state: PipelineState, force: bool = False) -> StageResult:
+    """The embedding space's own kNN retrieval, scored on the generator's held-out inputs."""
     cfg = state.cfg
     material = {
         "splits": state.stages["splits"].key,
         "embeddings": state.stages["embeddings"].key,
+        "baselines": cfg.eval.model_dump(mode="json", include={"baselines"}),
+        **_sample_key(cfg),
+    }
+
+    def build(out: Path) -> dict:
+        from semid.evaluation.baselines import run_reference
+
+        set_threads(cfg.train.num_threads)
+        splits = Splits.load(state.path("splits"))
+        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        artifact = load_embeddings(state.path("embeddings"))
+        metrics, frames = run_reference(artifact, inputs, cfg)
+        if frames:
+            write_parquet(out / "predictions.parquet", pl.concat(frames))
+        write_json(out / "metrics.json", metrics)
+        return metrics
+
+    return state.run.stage("reference", material, build, force)
+
+
+def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
+    """Popularity, BM25 and SASRec: independent of the embeddings, shared by every grid cell."""
+    cfg = state.cfg
+    material = {
+        "data": state.stages["data"].key,
+        "splits": state.stages["splits"].key,
         "baselines": cfg.eval.model_dump(mode="json", include=BASELINE_ONLY),
         **_sample_key(cfg),
     }
@@ -314,8 +341,7 @@ def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
         dataset = Dataset.load(state.path("data"))
         splits = Splits.load(state.path("splits"))
         inputs = eval_inputs(splits, cfg.eval, cfg.seed)
-        artifact = load_embeddings(state.path("embeddings"))
-        metrics, frames = run_baselines(dataset, splits, artifact, inputs, cfg)
+        metrics, frames = run_baselines(dataset, splits, inputs, cfg)
         if frames:
             write_parquet(out / "predictions.parquet", pl.concat(frames))
         write_json(out / "metrics.json", metrics)
@@ -331,6 +357,7 @@ STAGE_FUNCTIONS = {
     "ids": stage_ids,
     "model": stage_model,
     "evaluate": stage_evaluate,
+    "reference": stage_reference,
     "baselines": stage_baselines,
 }
 
@@ -366,12 +393,13 @@ def finalize_run(state: PipelineState) -> None:
 
     run_dir = state.run.run_dir
     metrics = read_json(state.path("evaluate") / "metrics.json")
-    metrics.update(read_json(state.path("baselines") / "metrics.json"))
+    for stage in ("reference", "baselines"):
+        metrics.update(read_json(state.path(stage) / "metrics.json"))
     write_json(run_dir / "metrics.json", metrics)
     frames = [pl.read_parquet(state.path("evaluate") / "predictions.parquet")]
-    base_pred = state.path("baselines") / "predictions.parquet"
-    if base_pred.exists():
-        frames.append(pl.read_parquet(base_pred))
+    for stage in ("reference", "baselines"):
+        if (state.path(stage) / "predictions.parquet").exists():
+            frames.append(pl.read_parquet(state.path(stage) / "predictions.parquet"))
     write_parquet(run_dir / "predictions.parquet", pl.concat(frames, how="diagonal_relaxed"))
     tables = sorted(state.path("ids").glob("*/id_table.csv"))
     if len(tables) == 1:

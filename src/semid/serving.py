@@ -9,78 +9,20 @@ Restricted tries are cached per filter (least recently used first out).
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from semid.errors import ConfigError, DataError
 from semid.generative.exact import exact_rank
+from semid.generative.lru import LRUCache
 from semid.generative.retriever import GenerativeRetriever
-from semid.generative.trie import PrefixTrie
 
 Task = Literal["search", "rec"]
-V = TypeVar("V")
-
-
-class LRUCache:
-    """A small thread-safe least-recently-used cache: ``get(key, build)``."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable, build: Callable[[], V]) -> V:
-        """The cached value of ``key``, built (and cached) on a miss."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-        value = build()
-        with self._lock:
-            self.misses += 1
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-class CachedTrieRetriever(GenerativeRetriever):
-    """A :class:`GenerativeRetriever` that keeps the restricted tries of recent filters.
-
-    Building a restricted trie takes milliseconds to tens of milliseconds on a large catalogue;
-    serving repeats the same filters, so the last ``trie_cache_size`` of them are kept.
-    """
-
-    trie_cache_size = 64
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.trie_cache = LRUCache(self.trie_cache_size)
-
-    def trie_for(self, task: str, allowed_items: np.ndarray | None = None) -> PrefixTrie:
-        if allowed_items is None:
-            return super().trie_for(task)
-        allowed = np.unique(np.asarray(allowed_items, dtype=np.int64))
-        digest = hashlib.blake2b(allowed.tobytes(), digest_size=16).hexdigest()
-        key = (self.vocab.task_space[task], digest)
-        return self.trie_cache.get(
-            key, lambda: super(CachedTrieRetriever, self).trie_for(task, allowed)
-        )
 
 
 @dataclass(frozen=True)
@@ -130,7 +72,7 @@ class SemidModel:
     Parameters
     ----------
     retriever : GenerativeRetriever
-        The trained generator with its tries (a :class:`CachedTrieRetriever` caches filters).
+        The trained generator with its tries (it caches the restricted trie of recent filters).
     items : polars.DataFrame
         The item table, rows aligned with the retriever's codes (``item_id``, ``title``, and
         optionally ``year``, ``genres``, ``tags``).
@@ -162,7 +104,7 @@ class SemidModel:
             folder = folder / "model"
         if not (folder / "items.parquet").exists():
             raise ConfigError(f"{run_dir}: no trained model folder (model/items.parquet missing)")
-        retriever = CachedTrieRetriever.load(folder, device, precision)
+        retriever = GenerativeRetriever.load(folder, device, precision)
         model = cls(retriever, pl.read_parquet(folder / "items.parquet"))
         model.folder = folder
         return model

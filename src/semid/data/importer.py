@@ -240,6 +240,24 @@ def _check_columns(
     return ok
 
 
+def _parse_text(
+    frame: pl.DataFrame,
+    name: str,
+    dtype: pl.DataType,
+    problem: str,
+    source: Source,
+    log_: ProblemLog,
+) -> pl.Series:
+    """Text column ``name`` cast to ``dtype`` after stripping; logs every unparseable value."""
+    stripped = frame[name].str.strip_chars()
+    out = stripped.cast(dtype, strict=False)
+    given = stripped.is_not_null() & (stripped != "")
+    log_.add_rows(
+        frame, given & out.is_null(), source, name, pl.format(f"{problem}: '{{}}'", pl.col(name))
+    )
+    return out
+
+
 def _integer(
     frame: pl.DataFrame, name: str, source: Source, log_: ProblemLog, *, required: bool
 ) -> pl.Series:
@@ -256,16 +274,7 @@ def _integer(
         )
         out = out.set(bad, None) if bad.any() else out
     elif dtype == pl.String:
-        stripped = col.str.strip_chars()
-        out = stripped.cast(pl.Int64, strict=False)
-        given = stripped.is_not_null() & (stripped != "")
-        log_.add_rows(
-            frame,
-            given & out.is_null(),
-            source,
-            name,
-            pl.format("not an integer: '{}'", pl.col(name)),
-        )
+        out = _parse_text(frame, name, pl.Int64, "not an integer", source, log_)
     elif dtype == pl.Null:
         out = _nulls(name, frame.height, pl.Int64)
     else:
@@ -284,17 +293,7 @@ def _float(frame: pl.DataFrame, name: str, source: Source, log_: ProblemLog) -> 
     if col.dtype.is_numeric():
         return col.cast(pl.Float32)
     if col.dtype == pl.String:
-        stripped = col.str.strip_chars()
-        out = stripped.cast(pl.Float32, strict=False)
-        given = stripped.is_not_null() & (stripped != "")
-        log_.add_rows(
-            frame,
-            given & out.is_null(),
-            source,
-            name,
-            pl.format("not a number: '{}'", pl.col(name)),
-        )
-        return out
+        return _parse_text(frame, name, pl.Float32, "not a number", source, log_)
     if col.dtype == pl.Null:
         return col.cast(pl.Float32)
     log_.add(source.name, f"column {source.column(name)}", f"expected numbers, got {col.dtype}")

@@ -5,18 +5,28 @@ pieces are usable alone as scikit-learn-style estimators: :class:`ContentEmbedde
 :class:`ContrastiveTuner`, :class:`ENMF`, :class:`ImplicitMF`, :class:`FusedSVD`.
 """
 
-from semid.embeddings.build import (
-    EmbeddingArtifact,
-    build_embeddings,
-    data_hash,
-    load_embeddings,
-)
-from semid.embeddings.config import EmbeddingConfig
-from semid.embeddings.content import ContentEmbedder
-from semid.embeddings.encoders import resolve_encoder
-from semid.embeddings.enmf import ENMF
-from semid.embeddings.fused import FusedSVD, fuse_concat
-from semid.embeddings.search import ContrastiveTuner, PairSet
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Public name -> module. Imported on first use, so that ``import semid.config`` (which needs
+# only EmbeddingConfig) does not pull in torch and sentence-transformers.
+_EXPORTS = {
+    "EmbeddingArtifact": "build",
+    "build_embeddings": "build",
+    "data_hash": "build",
+    "load_embeddings": "build",
+    "EmbeddingConfig": "config",
+    "ContentEmbedder": "content",
+    "resolve_encoder": "encoders",
+    "ENMF": "enmf",
+    "FusedSVD": "fused",
+    "fuse_concat": "fused",
+    "ContrastiveTuner": "search",
+    "PairSet": "search",
+    "ImplicitMF": "als",  # optional dependency: implicit
+}
 
 __all__ = [
     "ENMF",
@@ -25,6 +35,7 @@ __all__ = [
     "EmbeddingArtifact",
     "EmbeddingConfig",
     "FusedSVD",
+    "ImplicitMF",
     "PairSet",
     "build_embeddings",
     "data_hash",
@@ -33,10 +44,25 @@ __all__ = [
     "resolve_encoder",
 ]
 
+if TYPE_CHECKING:
+    from semid.embeddings.als import ImplicitMF
+    from semid.embeddings.build import (
+        EmbeddingArtifact,
+        build_embeddings,
+        data_hash,
+        load_embeddings,
+    )
+    from semid.embeddings.config import EmbeddingConfig
+    from semid.embeddings.content import ContentEmbedder
+    from semid.embeddings.encoders import resolve_encoder
+    from semid.embeddings.enmf import ENMF
+    from semid.embeddings.fused import FusedSVD, fuse_concat
+    from semid.embeddings.search import ContrastiveTuner, PairSet
+
 
 def __getattr__(name: str):
-    if name == "ImplicitMF":  # optional dependency: implicit
-        from semid.embeddings.als import ImplicitMF
-
-        return ImplicitMF
-    raise AttributeError(name)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'semid.embeddings' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"semid.embeddings.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from transformers import PreTrainedModel
 
 from semid.generative.decode import constrained_beam_search
 from semid.generative.examples import InputEncoder, pad
+from semid.generative.lru import LRUCache
 from semid.generative.model import autocast_dtype, load_model
 from semid.generative.trie import PrefixTrie
 from semid.generative.vocab import SemanticVocab
@@ -35,6 +37,10 @@ class GenerativeRetriever:
         Input truncation, as in training.
     precision : {"auto", "fp32", "bf16"}
         Decoding precision (bf16 autocast where the hardware is fast at it).
+    trie_cache_size : int
+        Restricted tries (decode-time filters) kept, least recently used first out: building
+        one takes milliseconds to tens of milliseconds on a large catalogue, and evaluation and
+        serving repeat the same filters.
     """
 
     def __init__(
@@ -45,6 +51,7 @@ class GenerativeRetriever:
         max_query_tokens: int,
         max_history_items: int,
         precision: str = "auto",
+        trie_cache_size: int = 64,
     ) -> None:
         self.model = model.eval()
         self.precision = precision
@@ -55,6 +62,7 @@ class GenerativeRetriever:
             name: PrefixTrie(codes, vocab.spaces[name].cardinalities)
             for name, codes in id_codes.items()
         }
+        self.trie_cache = LRUCache(trie_cache_size)
 
     @property
     def device(self) -> torch.device:
@@ -65,9 +73,14 @@ class GenerativeRetriever:
         space = self.vocab.task_space[task]
         if allowed_items is None:
             return self.tries[space]
-        allowed_items = np.unique(np.asarray(allowed_items, dtype=np.int64))
-        codes = self.id_codes[space][allowed_items]
-        return PrefixTrie(codes, self.vocab.spaces[space].cardinalities, items=allowed_items)
+        allowed = np.unique(np.asarray(allowed_items, dtype=np.int64))
+        digest = hashlib.blake2b(allowed.tobytes(), digest_size=16).hexdigest()
+
+        def build() -> PrefixTrie:
+            codes = self.id_codes[space][allowed]
+            return PrefixTrie(codes, self.vocab.spaces[space].cardinalities, items=allowed)
+
+        return self.trie_cache.get((space, digest), build)
 
     def _rank(
         self,

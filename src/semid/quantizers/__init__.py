@@ -7,29 +7,61 @@ factory with :func:`register_quantizer`.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from semid.errors import ConfigError
-from semid.quantizers.balanced import BalancedRQKMeans
 from semid.quantizers.base import Quantizer, level_sizes
 from semid.quantizers.config import QUANTIZER_NAMES, QuantizerConfig
-from semid.quantizers.diagnostics import diagnose, format_diagnostics
-from semid.quantizers.dictionary import ResidualDictionary
-from semid.quantizers.ids import (
-    SemanticIdSpace,
-    assign_ids,
-    build_ids,
-    load_ids,
-    load_quantizer,
-    semantic_id_strings,
-)
-from semid.quantizers.rq_kmeans import RQKMeans
-from semid.quantizers.rq_vae import RQVAE, fsq_levels_for
+
+# Public name -> module, imported on first use (the quantizers pull in torch and FAISS).
+_LAZY = {
+    "BalancedRQKMeans": "balanced",
+    "diagnose": "diagnostics",
+    "format_diagnostics": "diagnostics",
+    "ResidualDictionary": "dictionary",
+    "SemanticIdSpace": "ids",
+    "assign_ids": "ids",
+    "build_ids": "ids",
+    "load_ids": "ids",
+    "load_quantizer": "ids",
+    "semantic_id_strings": "ids",
+    "RQKMeans": "rq_kmeans",
+    "RQVAE": "rq_vae",
+    "fsq_levels_for": "rq_vae",
+}
+
+if TYPE_CHECKING:
+    from semid.quantizers.balanced import BalancedRQKMeans
+    from semid.quantizers.diagnostics import diagnose, format_diagnostics
+    from semid.quantizers.dictionary import ResidualDictionary
+    from semid.quantizers.ids import (
+        SemanticIdSpace,
+        assign_ids,
+        build_ids,
+        load_ids,
+        load_quantizer,
+        semantic_id_strings,
+    )
+    from semid.quantizers.rq_kmeans import RQKMeans
+    from semid.quantizers.rq_vae import RQVAE, fsq_levels_for
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'semid.quantizers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"semid.quantizers.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 QuantizerFactory = Callable[[QuantizerConfig, int], Quantizer]
 
 
 def _rq_kmeans(cfg: QuantizerConfig, seed: int) -> Quantizer:
+    from semid.quantizers.rq_kmeans import RQKMeans
+
     k = cfg.kmeans
     return RQKMeans(
         cfg.levels, cfg.codebook_size, k.backend, k.niter, k.nredo, k.beam_size, random_state=seed
@@ -37,6 +69,8 @@ def _rq_kmeans(cfg: QuantizerConfig, seed: int) -> Quantizer:
 
 
 def _rq_kmeans_balanced(cfg: QuantizerConfig, seed: int) -> Quantizer:
+    from semid.quantizers.balanced import BalancedRQKMeans
+
     k = cfg.kmeans
     return BalancedRQKMeans(
         cfg.levels,
@@ -51,6 +85,8 @@ def _rq_kmeans_balanced(cfg: QuantizerConfig, seed: int) -> Quantizer:
 
 def _vae(kind: str) -> QuantizerFactory:
     def factory(cfg: QuantizerConfig, seed: int) -> Quantizer:
+        from semid.quantizers.rq_vae import RQVAE
+
         return RQVAE(
             cfg.levels, cfg.codebook_size, kind=kind, random_state=seed, **cfg.vae.model_dump()
         )
@@ -59,6 +95,8 @@ def _vae(kind: str) -> QuantizerFactory:
 
 
 def _dictionary(cfg: QuantizerConfig, seed: int) -> Quantizer:
+    from semid.quantizers.dictionary import ResidualDictionary
+
     d = cfg.dictionary
     return ResidualDictionary(
         cfg.levels,

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from semid.errors import ConfigError
+from semid.errors import ConfigError, SemidError
 from semid.grid import CELL_FAILED_FILE, read_grid_json, write_results
 from semid.io import read_json, write_json, write_text
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
@@ -745,7 +745,8 @@ def diagnostics_table(study: Study) -> str:
 
 def cost_table(study: Study) -> str:
     """Wall time of the stages each cell computed itself (cached stages cost nothing)."""
-    stages = ["data", "splits", "embeddings", "ids", "model", "evaluate", "baselines"]
+    from semid.pipeline import STAGES as stages
+
     body = []
     for cell in study.cells:
         if cell.manifest is None:
@@ -753,29 +754,152 @@ def cost_table(study: Study) -> str:
         info = cell.manifest.get("stages", {})
         cells = []
         total = 0.0
+        with_cached = 0.0
         for stage in stages:
             s = info.get(stage)
             if s is None:
                 cells.append("—")
             elif s.get("cached"):
-                cells.append("cached")
+                built = _built_seconds(s.get("path"))
+                with_cached += built or 0.0
+                cells.append("cached" if built is None else f"({built:.0f})")
             else:
                 total += float(s.get("seconds") or 0)
+                with_cached += float(s.get("seconds") or 0)
                 cells.append(f"{float(s.get('seconds') or 0):.0f}")
         peaks = [s.get("peak_rss_mb") for s in info.values() if s.get("peak_rss_mb")]
         body.append(
             [cell.name, cell.status]
             + cells
-            + [f"{total:.0f}", f"{max(peaks):.0f}" if peaks else "—"]
+            + [f"{total:.0f}", f"{with_cached:.0f}", f"{max(peaks):.0f}" if peaks else "—"]
         )
     if not body:
         return "No cell has started yet."
-    return _md_table(["cell", "status"] + stages + ["total s", "peak RSS MB"], body)
+    header = ["cell", "status"] + stages + ["this cell s", "with cached s", "peak RSS MB"]
+    return _md_table(header, body)
+
+
+def _built_seconds(path: str | None) -> float | None:
+    """Seconds a cached stage took when it was built (from its ``_stage.json``)."""
+    if not path or not (Path(path) / "_stage.json").exists():
+        return None
+    try:
+        return float(read_json(Path(path) / "_stage.json").get("seconds") or 0.0)
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out targets and ID collisions
+# ---------------------------------------------------------------------------------------------
+
+
+def target_collisions(
+    codes: np.ndarray, levels: int, disambiguation: bool, targets: np.ndarray, hits: np.ndarray
+) -> dict[str, float]:
+    """How the held-out targets sit in the ID space, and the generator's hit rate on each part.
+
+    Parameters
+    ----------
+    codes : (n_items, n_cols) int array, the IDs (disambiguation column included, if any).
+    levels : number of quantizer levels (the columns that carry meaning).
+    disambiguation : whether a disambiguation column follows the levels.
+    targets : item index of every held-out example.
+    hits : 1.0 where the generator ranked that example's target in its top K.
+
+    Returns the share of targets whose quantizer code (the first ``levels`` columns) is shared
+    with another item, the mean number of items per target's code, the share of targets a
+    decoder can reach at all (without a disambiguation token only the lowest-index item of each
+    code is reachable: see ``PrefixTrie``), and Recall on targets with a shared vs a unique code.
+    """
+    codes = np.asarray(codes)[:, :levels]
+    targets = np.asarray(targets, dtype=np.int64)
+    hits = np.asarray(hits, dtype=float)
+    _, first, inverse, counts = np.unique(
+        codes, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    size = counts[inverse[targets]]
+    shared = size > 1
+    reachable = (
+        np.ones(len(targets), dtype=bool) if disambiguation else first[inverse[targets]] == targets
+    )
+    return {
+        "n": float(len(targets)),
+        "shared_code_share": float(shared.mean()) if len(targets) else float("nan"),
+        "items_per_code": float(size.mean()) if len(targets) else float("nan"),
+        "reachable_share": float(reachable.mean()) if len(targets) else float("nan"),
+        "recall_shared": float(hits[shared].mean()) if shared.any() else float("nan"),
+        "recall_unique": float(hits[~shared].mean()) if (~shared).any() else float("nan"),
+    }
+
+
+def collision_rows(study: Study, k: int) -> list[dict[str, Any]]:
+    """:func:`target_collisions` for every group and task, averaged over the finished seeds."""
+    from semid.quantizers.ids import load_ids
+
+    rows = []
+    for group, cells in study.groups().items():
+        per_task: dict[str, list[dict[str, float]]] = {}
+        for cell in cells:
+            ids = cell.stage_path("ids")
+            if cell.status != "done" or ids is None or not ids.exists():
+                continue
+            try:
+                spaces = load_ids(ids)
+            except SemidError:
+                continue
+            for task in ("search", "rec"):
+                frame = cell.predictions(GENERATIVE, task)
+                space = spaces.get("item") or spaces.get(task)
+                if frame is None or space is None:
+                    continue
+                per_task.setdefault(task, []).append(
+                    target_collisions(
+                        space.codes,
+                        space.levels,
+                        space.disambiguation,
+                        frame["target"].to_numpy(),
+                        hits_at_k(frame["rank"].to_numpy(), k),
+                    )
+                )
+        for task, found in per_task.items():
+            mean = {key: float(np.nanmean([f[key] for f in found])) for key in found[0]}
+            rows.append({"group": group, "task": task, "seeds": len(found), **mean})
+    return rows
+
+
+def collisions_table(rows: list[dict[str, Any]], k: int) -> str:
+    """Markdown table of :func:`collision_rows`."""
+    if not rows:
+        return "No ID spaces with generator predictions found."
+    body = [
+        [
+            r["group"],
+            r["task"],
+            f"{r['shared_code_share']:.3f}",
+            f"{r['items_per_code']:.1f}",
+            f"{r['reachable_share']:.3f}",
+            "—" if math.isnan(r["recall_shared"]) else f"{r['recall_shared']:.4f}",
+            "—" if math.isnan(r["recall_unique"]) else f"{r['recall_unique']:.4f}",
+        ]
+        for r in rows
+    ]
+    header = [
+        "row",
+        "task",
+        "targets with a shared code",
+        "items per target's code",
+        "targets reachable",
+        f"R@{k} shared code",
+        f"R@{k} unique code",
+    ]
+    return _md_table(header, body)
 
 
 def write_study_report(
@@ -788,6 +912,7 @@ def write_study_report(
     info = study.info
     rows = row_stats(study, k)
     ht = head_torso(study, k, head_share)
+    collisions = collision_rows(study, k)
 
     points = [
         TradeoffPoint(
@@ -867,6 +992,14 @@ def write_study_report(
         )
         + "n = examples per seed.\n",
         head_torso_table(study, ht, k) + "\n",
+        "## Held-out targets and ID collisions\n",
+        "Code = the quantizer's levels without the disambiguation token. *Targets with a shared "
+        "code*: held-out targets whose code another item also has (the generator must then pick "
+        "the item by its disambiguation token, which carries no meaning); *items per target's "
+        "code*: mean over targets; *targets reachable*: share a decoder can return at all "
+        "(without a disambiguation token only one item per code is decodable); Recall split by "
+        "whether the target's code is shared. Means over seeds.\n",
+        collisions_table(collisions, k) + "\n",
         "## Statistical tests\n",
         "Two-sided paired t-tests (`scipy.stats.ttest_rel`) of each row against its baseline "
         "row (same labels except the baseline axes). *examples*: both runs of a seed were scored "
@@ -878,8 +1011,11 @@ def write_study_report(
         "## Semantic-ID diagnostics\n",
         diagnostics_table(study) + "\n",
         "## Cost\n",
-        "Seconds of the stages each cell computed itself; `cached` = reused from a cell that "
-        "ran earlier.\n",
+        "Seconds of the stages each cell computed itself; `(N)` = reused from the stage cache, "
+        "N = the seconds it took when it was built (by an earlier cell or grid). *this cell s*: "
+        "what the cell computed; *with cached s*: the cell's full cost from scratch. Cells that "
+        "ran side by side (`--jobs`) or beside other work share the CPU, so their seconds are "
+        "upper bounds.\n",
         cost_table(study) + "\n",
     ]
     if failed:
@@ -900,6 +1036,10 @@ def write_study_report(
             "head_torso": [
                 {**r, "head": [_num(x) for x in r["head"]], "torso": [_num(x) for x in r["torso"]]}
                 for r in ht.rows
+            ],
+            "collisions": [
+                {kk: _num(v) if isinstance(v, float) else v for kk, v in r.items()}
+                for r in collisions
             ],
         },
     )
