@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from semid.io import write_json, write_text
+from semid.quantizers.config import RQ_VAE_TUNED
 from semid.reports.study import (
     Study,
     collision_rows,
@@ -290,12 +291,6 @@ def gap_sentence(rows: dict, group: str, reference: str, task: str) -> str:
     )
 
 
-def closed_share(rows: dict, ref: str, start: str, end: str, task: str) -> float:
-    gap0 = rows[ref][task]["recall"] - rows[start][task]["recall"]
-    gap1 = rows[ref][task]["recall"] - rows[end][task]["recall"]
-    return float("nan") if gap0 <= 0 else 1.0 - gap1 / gap0
-
-
 # --------------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------------
@@ -313,72 +308,126 @@ KNOBS = [
     "defaults+latent64",
     "rq-vae-tuned",
 ]
-REGIME = [
+REGIME_TOKEN = [
     "rq-kmeans",
-    "rq-kmeans-no-disambiguation",
     "rq-vae-defaults",
-    "rq-vae-defaults-no-disambiguation",
     "rq-vae-tuned",
-    "rq-vae-tuned-no-disambiguation",
     "rq-kmeans-3x256",
     "rq-vae-tuned-3x256",
 ]
+REGIME_PAPER = [
+    "rq-kmeans-no-disambiguation",
+    "rq-vae-defaults-no-disambiguation",
+    "rq-vae-tuned-no-disambiguation",
+]
 
 
-def verdict(rows: dict[str, dict], id_rows: list[dict]) -> list[str]:
-    """Sentences computed from the measurements (comparisons decide the wording)."""
+def gap_closing(rows: dict, ref: str, start: str, end: str, task: str) -> str:
+    """How much of the ``ref`` − ``start`` recall gap ``end`` closes, in words."""
+    gap0 = rows[ref][task]["recall"] - rows[start][task]["recall"]
+    gap1 = rows[ref][task]["recall"] - rows[end][task]["recall"]
+    if gap0 <= 0:
+        return f"the defaults show no {task} gap to close"
+    if gap1 >= gap0:
+        return f"the tuned recipe does not narrow the {task} gap"
+    if gap1 < 0:
+        return f"the tuned recipe more than closes the {task} gap"
+    return f"the tuned recipe closes {100 * (1 - gap1 / gap0):.0f}% of the {task} gap"
+
+
+def _ids(rows: dict, group: str, key: str) -> float:
+    value = rows.get(group, {}).get("ids", {}).get(key)
+    return float("nan") if value is None else float(value)
+
+
+def verdict(
+    settings: list[tuple[str, dict[str, dict], str, str, str]], ablation_rows: list[dict]
+) -> list[str]:
+    """Sentences computed from the measurements (comparisons decide the wording).
+
+    ``settings``: (label, rows, rq-kmeans group, defaults group, tuned group) per setting, the
+    p-values in ``rows`` being against that setting's rq-kmeans group.
+    """
     out = []
-    ref, dflt, tuned = "rq-kmeans", "rq-vae-defaults", "rq-vae-tuned"
-    if not all(g in rows for g in (ref, dflt, tuned)):
-        return ["The headline cells (rq-kmeans, rq-vae-defaults, rq-vae-tuned) are not all done."]
-    for task in TASKS:
-        out.append(
-            f"- **{task}**: defaults {gap_sentence(rows, dflt, ref, task)}; "
-            f"tuned {gap_sentence(rows, tuned, ref, task)}; the tuned recipe closes "
-            f"{100 * closed_share(rows, ref, dflt, tuned, task):.0f}% of the defaults' gap "
-            "(share of the rq-kmeans − defaults difference)."
+    fixes = [
+        (label, row["diagnostics"]["per_level"][0]["codes_used"])
+        for variant, label in (
+            ("standardize", "input standardisation"),
+            ("dead_code", "dead-code replacement"),
         )
-    tuned_equal = all(
-        math.isnan(p_of(rows[tuned], t)) or p_of(rows[tuned], t) >= ALPHA for t in TASKS
-    )
-    tuned_better = [t for t in TASKS if rows[tuned][t]["recall"] > rows[ref][t]["recall"]]
-    dflt_worse = [
-        t
-        for t in TASKS
-        if rows[dflt][t]["recall"] < rows[ref][t]["recall"] and p_of(rows[dflt], t) < ALPHA
+        for row in ablation_rows
+        if row.get("variant") == variant and row["shape"] == "2x256"
     ]
-    if dflt_worse and tuned_equal:
-        out.append(
-            "- **Verdict:** the gap is a training/configuration artefact on this data. With the "
-            "library defaults RQ-VAE is significantly worse than RQ-kmeans on "
-            f"{' and '.join(dflt_worse)}; trained with the tuned recipe it is not significantly "
-            "different from RQ-kmeans on either task"
-            + (f" (numerically higher on {' and '.join(tuned_better)})." if tuned_better else ".")
+    worse: dict[str, list[str]] = {t: [] for t in TASKS}
+    better: dict[str, list[str]] = {t: [] for t in TASKS}
+    degenerate = []
+    for label, rows, ref, dflt, tuned in settings:
+        if not all(g in rows for g in (ref, dflt, tuned)):
+            continue
+        for task in TASKS:
+            out.append(
+                f"- **{task}, {label}**: defaults {gap_sentence(rows, dflt, ref, task)}; tuned "
+                f"{gap_sentence(rows, tuned, ref, task)}; "
+                f"{gap_closing(rows, ref, dflt, tuned, task)}."
+            )
+            significant = p_of(rows[tuned], task) < ALPHA
+            if significant and rows[tuned][task]["recall"] < rows[ref][task]["recall"]:
+                worse[task].append(label)
+            if significant and rows[tuned][task]["recall"] > rows[ref][task]["recall"]:
+                better[task].append(label)
+        reach = rows[dflt]["search"].get("targets", {}).get("reachable_share", float("nan"))
+        if reach < 0.1:
+            degenerate.append((label, rows, ref, dflt, reach))
+    lines = []
+    for label, rows, ref, dflt, reach in degenerate:
+        a, b = rows[dflt]["search"]["recall"], rows[ref]["search"]["recall"]
+        used1 = rows[dflt].get("ids", {}).get("codes_used", ["?"])[0]
+        lines.append(
+            f"The *degenerate* search result is a training/configuration artefact. In the paper's "
+            f"regime ({label}) the library defaults reach {fmt(a)} search R@{K} against "
+            f"RQ-kmeans' {fmt(b)} ({100 * a / b:.0f}%): RQ-VAE with vector-quantize-pytorch's "
+            f"defaults collapses its first codebook on unit-norm sentence embeddings ({used1} "
+            f"level-1 code(s) used), and without a disambiguation token only "
+            f"{100 * reach:.1f}% of the search targets remain decodable."
+            + "".join(
+                f" With {fix} alone, {used} level-1 codes are used (point 2)."
+                for fix, used in fixes
+            )
         )
-    elif dflt_worse:
-        worse = [t for t in TASKS if p_of(rows[tuned], t) < ALPHA and t not in tuned_better]
-        out.append(
-            "- **Verdict:** the defaults explain part of the gap, not all of it: even tuned, "
-            f"RQ-VAE stays significantly below RQ-kmeans on {' and '.join(worse) or 'no task'}."
+    if any(worse.values()):
+        parts = [f"{t} ({'; '.join(worse[t])})" for t in TASKS if worse[t]]
+        lines.append(
+            "A smaller gap is *not* an artefact of the settings we tried: trained without "
+            f"collapse (`rq-vae-tuned`), RQ-VAE still trails RQ-kmeans significantly on "
+            f"{' and '.join(parts)}."
         )
     else:
-        out.append(
-            "- **Verdict:** on this data the library defaults are not significantly worse than "
-            "RQ-kmeans downstream; the paper's gap is not reproduced here."
+        lines.append(
+            "Trained without collapse (`rq-vae-tuned`), RQ-VAE is not significantly worse than "
+            "RQ-kmeans on either task in any setting measured."
         )
-    small_t = find_id_row(id_rows, "small", "rq-vae-tuned", "2x256")
-    small_k = find_id_row(id_rows, "small", "rq-kmeans", "2x256")
-    big_t = find_id_row(id_rows, "25m", "rq-vae-tuned", "2x256")
-    big_k = find_id_row(id_rows, "25m", "rq-kmeans", "2x256")
-    if small_t and small_k and big_t and big_k:
-        ev = lambda r: r["diagnostics"]["reconstruction"]["explained_variance"]  # noqa: E731
-        out.append(
-            "- What stays intrinsic at the ID level: the tuned RQ-VAE still reconstructs the "
-            f"embeddings less well than RQ-kmeans (explained variance {ev(small_t):.3f} vs "
-            f"{ev(small_k):.3f} on 9,742 items, {ev(big_t):.3f} vs {ev(big_k):.3f} on 62,423), "
-            "but it spreads items more evenly (fewer collisions, see the tables), which is "
-            "what the generator needs."
+    if any(better.values()):
+        parts = [f"{t} ({'; '.join(better[t])})" for t in TASKS if better[t]]
+        lines.append(f"It is significantly *better* on {' and '.join(parts)}.")
+    label, rows, ref, _, tuned = settings[0]
+    ev_t, ev_k = _ids(rows, tuned, "explained_variance"), _ids(rows, ref, "explained_variance")
+    nn_t, nn_k = _ids(rows, tuned, "nn_same_depth_1"), _ids(rows, ref, "nn_same_depth_1")
+    co_t = _ids(rows, tuned, "colliding_items_share")
+    co_k = _ids(rows, ref, "colliding_items_share")
+    if worse["search"] and ev_t < ev_k and nn_t < nn_k and co_t < co_k:
+        lines.append(
+            f"At the ID level ({label}) the tuned RQ-VAE has fewer collisions (items colliding "
+            f"{co_t:.3f} vs {co_k:.3f}) but reconstructs the embeddings less well (explained "
+            f"variance {ev_t:.3f} vs {ev_k:.3f}) and its first level groups nearest neighbours "
+            f"less often (NN shares 1st code {nn_t:.3f} vs {nn_k:.3f}): for search, semantically "
+            "tighter first-level codes matter more than fewer collisions."
         )
+    out.append("- **Verdict:** " + " ".join(lines))
+    out.append(
+        "- Scope: one seed (the p-values pair examples, not seeds), a 1.8M-parameter generator "
+        "trained for 2 epochs on 9,742 items; the `paper` preset of the same grid (5 seeds, "
+        "flan-t5-base-sized model, GPU) tests whether the residual gap survives scale."
+    )
     return out
 
 
@@ -442,21 +491,41 @@ def search_vs_rec_sentences(rows: dict[str, dict]) -> list[str]:
                 f"head R@{K} {fmt(entry['rec'].get('head'))} vs torso "
                 f"{fmt(entry['rec'].get('torso'))}."
             )
-    dflt, ref = rows.get("rq-vae-defaults"), rows.get("rq-kmeans")
-    if dflt and ref:
+    for dflt_name, ref_name, regime in (
+        ("rq-vae-defaults", "rq-kmeans", "with the disambiguation token"),
+        (
+            "rq-vae-defaults-no-disambiguation",
+            "rq-kmeans-no-disambiguation",
+            "without it (the paper's regime)",
+        ),
+    ):
+        dflt, ref = rows.get(dflt_name), rows.get(ref_name)
+        if not (dflt and ref):
+            continue
         rel = {
             t: dflt[t]["recall"] / ref[t]["recall"] if ref[t]["recall"] else float("nan")
             for t in TASKS
         }
-        worse = min(rel, key=lambda t: rel[t])
+        reach = {t: dflt[t].get("targets", {}).get("reachable_share", float("nan")) for t in TASKS}
         out.append(
-            f"- Relative to rq-kmeans the defaults keep {100 * rel['search']:.0f}% of the search "
-            f"recall and {100 * rel['rec']:.0f}% of the recommendation recall: the collapse hurts "
-            f"{worse} more. A search query names one particular item, so the generator must "
-            "separate it from every item sharing its code with a meaningless suffix; a "
-            "recommendation target is usually a popular item, and popular items are what a "
-            "generator learns to emit from any history, whatever their code."
+            f"- {regime.capitalize()}, the defaults keep {100 * rel['search']:.0f}% of rq-kmeans' "
+            f"search recall and {100 * rel['rec']:.0f}% of its recommendation recall "
+            f"(decodable targets: search {100 * reach['search']:.1f}%, rec "
+            f"{100 * reach['rec']:.1f}%): "
+            + (
+                "about the same share on both tasks."
+                if abs(rel["search"] - rel["rec"]) < 0.1
+                else f"the collapse hurts {min(rel, key=lambda t: rel[t])} more."
+            )
         )
+    out.append(
+        "- Why: without a disambiguation token one item per shared ID survives (semid keeps the "
+        "lowest item index). Recommendation targets concentrate on a few popular items, so a "
+        "surviving item is more often a target (compare the decodable shares above), and a "
+        "generator can rank popular items from any history whatever their code; search targets "
+        "are spread evenly over the catalogue and each query asks for one particular item, so "
+        "search needs codes that separate items by content."
+    )
     return out
 
 
@@ -473,9 +542,43 @@ def main() -> None:
         raise SystemExit(f"{args.study}: no rq-vae-study results folder (run the grid first)")
     study = load_study(args.study)
     rows = downstream(study, "rq-kmeans")
+    paper_rows = downstream(study, "rq-kmeans-no-disambiguation")
     t3 = load_study(args.table3) if args.table3.is_dir() else None
-    t3_rows = downstream(t3, "rq-kmeans") if t3 else {}
-    write_json(EVIDENCE, {"rq_vae_study": rows, "paper_table3": t3_rows})
+    t3_ref = next(
+        (
+            g
+            for g, c in (t3.groups().items() if t3 else [])
+            if c[0].labels.get("quantizer.name") == "rq-kmeans"
+        ),
+        "rq-kmeans",
+    )
+    t3_rows = downstream(t3, t3_ref) if t3 else {}
+    write_json(
+        EVIDENCE,
+        {
+            "rq_vae_study_vs_rq_kmeans": rows,
+            "rq_vae_study_vs_rq_kmeans_no_disambiguation": paper_rows,
+            "paper_table3": t3_rows,
+        },
+    )
+    t3_by_name = {e["labels"].get("quantizer.name"): e for g, e in t3_rows.items() if "labels" in e}
+    settings = [
+        (
+            "content space, no disambiguation token",
+            paper_rows,
+            "rq-kmeans-no-disambiguation",
+            "rq-vae-defaults-no-disambiguation",
+            "rq-vae-tuned-no-disambiguation",
+        ),
+        ("content space, with the token", rows, "rq-kmeans", "rq-vae-defaults", "rq-vae-tuned"),
+        (
+            "multitask space, with the token",
+            t3_by_name,
+            "rq-kmeans",
+            "rq-vae-defaults",
+            "rq-vae-tuned",
+        ),
+    ]
     seeds = sorted({s for g, e in rows.items() if not g.startswith("_") for s in e["seeds"]})
     cells = [g for g in rows if not g.startswith("_")]
 
@@ -490,6 +593,7 @@ def main() -> None:
         else "(paper-table3 grid not run)"
     )
 
+    recipe = ", ".join(f"`{k}={v}`" for k, v in RQ_VAE_TUNED.items())
     text = f"""# Was RQ-VAE trained correctly?
 
 Generated by `python benchmarks/rq_vae_evidence.py` from measured results only:
@@ -522,8 +626,8 @@ regime (62k items, no disambiguation token) is covered at the ID level in point 
 
 `rq-vae-defaults` = vector-quantize-pytorch's `ResidualVQ` with its defaults (EMA codebooks,
 decay 0.8, commitment weight 1, random init, no dead-code replacement, rotation trick) inside a
-small MLP auto-encoder, trained 20 epochs with Adam; `rq-vae-tuned` = the recipe in
-`semid.quantizers.config.RQ_VAE_TUNED` (input standardisation, batch 1024, 1,500 steps).
+small MLP auto-encoder, trained 20 epochs with Adam; `rq-vae-tuned` = the defaults plus the recipe
+in `semid.quantizers.config.RQ_VAE_TUNED` ({recipe}).
 
 {downstream_table(rows, HEADLINE, "rq-kmeans")}
 
@@ -544,7 +648,15 @@ every level on the full data, `std` = input standardisation):
 Downstream, with and without the disambiguation token (without it, items sharing an ID cannot be
 told apart: only the lowest-index item of each ID is decodable):
 
-{downstream_table(rows, REGIME, "rq-kmeans")}
+With the token (p against `rq-kmeans`):
+
+{downstream_table(rows, REGIME_TOKEN, "rq-kmeans")}
+
+Without it, the paper's regime (p against `rq-kmeans-no-disambiguation`). For comparison, the
+paper reported (62k movies, its own generator) search Recall@30 0.002 for RQ-VAE vs 0.046 for
+RQ-kmeans, and 0.024 vs 0.049 for recommendation:
+
+{downstream_table(paper_rows, REGIME_PAPER, "rq-kmeans-no-disambiguation")}
 
 {chr(10).join(regime_sentences(rows, id_rows))}
 
@@ -569,7 +681,7 @@ Recommendation split by item popularity:
 
 ## 5. Verdict
 
-{chr(10).join(verdict(rows, id_rows))}
+{chr(10).join(verdict(settings, ablation_rows))}
 
 ## The same quantizers on the multitask space (paper Table 3, cpu preset)
 

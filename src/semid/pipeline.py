@@ -298,6 +298,14 @@ def stage_evaluate(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("evaluate", material, build, force)
 
 
+def _write_scores(out: Path, metrics: dict, frames: list[pl.DataFrame]) -> dict:
+    """Write a scoring stage's ``metrics.json`` and ``predictions.parquet``; return the metrics."""
+    if frames:
+        write_parquet(out / "predictions.parquet", pl.concat(frames))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
 def stage_reference(state: PipelineState, force: bool = False) -> StageResult:
     """The embedding space's own kNN retrieval, scored on the generator's held-out inputs."""
     cfg = state.cfg
@@ -312,14 +320,9 @@ def stage_reference(state: PipelineState, force: bool = False) -> StageResult:
         from semid.evaluation.baselines import run_reference
 
         set_threads(cfg.train.num_threads)
-        splits = Splits.load(state.path("splits"))
-        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        inputs = eval_inputs(Splits.load(state.path("splits")), cfg.eval, cfg.seed)
         artifact = load_embeddings(state.path("embeddings"))
-        metrics, frames = run_reference(artifact, inputs, cfg)
-        if frames:
-            write_parquet(out / "predictions.parquet", pl.concat(frames))
-        write_json(out / "metrics.json", metrics)
-        return metrics
+        return _write_scores(out, *run_reference(artifact, inputs, cfg))
 
     return state.run.stage("reference", material, build, force)
 
@@ -341,11 +344,7 @@ def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
         dataset = Dataset.load(state.path("data"))
         splits = Splits.load(state.path("splits"))
         inputs = eval_inputs(splits, cfg.eval, cfg.seed)
-        metrics, frames = run_baselines(dataset, splits, inputs, cfg)
-        if frames:
-            write_parquet(out / "predictions.parquet", pl.concat(frames))
-        write_json(out / "metrics.json", metrics)
-        return metrics
+        return _write_scores(out, *run_baselines(dataset, splits, inputs, cfg))
 
     return state.run.stage("baselines", material, build, force)
 

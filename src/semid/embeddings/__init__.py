@@ -7,8 +7,9 @@ pieces are usable alone as scikit-learn-style estimators: :class:`ContentEmbedde
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from semid._lazy import lazy_getattr
 
 # Public name -> module. Imported on first use, so that ``import semid.config`` (which needs
 # only EmbeddingConfig) does not pull in torch and sentence-transformers.
@@ -60,9 +61,4 @@ if TYPE_CHECKING:
     from semid.embeddings.search import ContrastiveTuner, PairSet
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'semid.embeddings' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"semid.embeddings.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

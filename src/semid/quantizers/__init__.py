@@ -7,10 +7,10 @@ factory with :func:`register_quantizer`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from semid._lazy import lazy_getattr
 from semid.errors import ConfigError
 from semid.quantizers.base import Quantizer, level_sizes
 from semid.quantizers.config import QUANTIZER_NAMES, QuantizerConfig
@@ -48,12 +48,7 @@ if TYPE_CHECKING:
     from semid.quantizers.rq_vae import RQVAE, fsq_levels_for
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'semid.quantizers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"semid.quantizers.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 QuantizerFactory = Callable[[QuantizerConfig, int], Quantizer]
