@@ -431,7 +431,49 @@ def verdict(
     return out
 
 
-def regime_sentences(rows: dict[str, dict], id_rows: list[dict]) -> list[str]:
+def pair_p(study: Study, a: str, b: str, task: str) -> float:
+    """Paired test of group ``a`` against group ``b`` (per-example hits when possible)."""
+    groups = study.groups()
+    if a not in groups or b not in groups:
+        return float("nan")
+
+    def values(cells):
+        return {c.seed: c.metric("generative", task, f"recall@{K}") for c in cells}
+
+    return compare_to_baseline(
+        {c.seed: c.predictions("generative", task) for c in groups[a]},
+        {c.seed: c.predictions("generative", task) for c in groups[b]},
+        values(groups[a]),
+        values(groups[b]),
+        K,
+    ).pvalue
+
+
+def distinct_codes_in_top_k(study: Study, group: str, task: str = "search") -> float:
+    """Mean number of distinct quantizer codes (levels only) among the generator's top K."""
+    import numpy as np
+    import polars as pl
+
+    from semid.quantizers.ids import load_ids
+
+    for cell in study.groups().get(group, []):
+        ids, path = cell.stage_path("ids"), cell.run_dir / "predictions.parquet"
+        if cell.status != "done" or ids is None or not path.exists():
+            continue
+        space = load_ids(ids)["item"]
+        _, code = np.unique(space.codes[:, : space.levels], axis=0, return_inverse=True)
+        frame = pl.read_parquet(path, columns=["method", "task", "predicted"]).filter(
+            (pl.col("method") == "generative") & (pl.col("task") == task)
+        )
+        counts = [
+            len(set(code.reshape(-1)[[i for i in items[:K] if i >= 0]]))
+            for items in frame["predicted"].to_list()
+        ]
+        return float(np.mean(counts)) if counts else float("nan")
+    return float("nan")
+
+
+def regime_sentences(study: Study, rows: dict[str, dict], id_rows: list[dict]) -> list[str]:
     out = []
     pairs = [
         ("rq-kmeans", "rq-kmeans-no-disambiguation"),
@@ -446,9 +488,16 @@ def regime_sentences(rows: dict[str, dict], id_rows: list[dict]) -> list[str]:
                 parts.append(
                     f"{task} R@{K} {fmt(rows[with_token][task]['recall'])} → "
                     f"{fmt(rows[without][task]['recall'])} "
-                    f"({fmt(reach, 3)} of the {task} targets reachable)"
+                    f"(p = {fmt_p(pair_p(study, without, with_token, task))}; "
+                    f"{fmt(reach, 3)} of the {task} targets reachable)"
                 )
             out.append(f"- `{with_token}` without the disambiguation token: " + "; ".join(parts))
+            cover = [distinct_codes_in_top_k(study, g) for g in (with_token, without)]
+            out.append(
+                f"  The {K} search beams cover {cover[0]:.1f} distinct codes on average with the "
+                f"token and {cover[1]:.1f} without: with it, beams are spent on other "
+                "disambiguation suffixes of the same code."
+            )
     for quantizer in ("rq-kmeans", "rq-vae-tuned", "rq-vae-defaults"):
         two = find_id_row(id_rows, "25m", quantizer, "2x256")
         three = find_id_row(id_rows, "25m", quantizer, "3x256")
@@ -658,7 +707,7 @@ RQ-kmeans, and 0.024 vs 0.049 for recommendation:
 
 {downstream_table(paper_rows, REGIME_PAPER, "rq-kmeans-no-disambiguation")}
 
-{chr(10).join(regime_sentences(rows, id_rows))}
+{chr(10).join(regime_sentences(study, rows, id_rows))}
 
 Every quantizer, both catalogues, both shapes (ID level; "recall cap" = distinct IDs / items,
 the highest Recall any generator can reach on uniformly drawn targets without a disambiguation
