@@ -193,6 +193,29 @@ def p_of(entry: dict, task: str, key: str = "vs_reference") -> float:
     return float("nan") if value is None else float(value)
 
 
+def knob_summary(rows: dict[str, dict]) -> str:
+    """Which one-knob variants remove the collapse and which close the gap, measured."""
+    knobs = [g for g in KNOBS if g in rows and g not in ("rq-vae-defaults", "rq-vae-tuned")]
+    if not knobs:
+        return ""
+    unc = [g for g in knobs if rows[g].get("ids", {}).get("codes_used", [0])[0] >= 200]
+    close = {
+        t: [
+            g
+            for g in knobs
+            if not p_of(rows[g], t) < ALPHA
+            or rows[g][t]["recall"] >= rows["rq-kmeans"][t]["recall"]
+        ]
+        for t in TASKS
+    }
+    return (
+        f"Remove the level-1 collapse (≥ 200 of 256 codes used): {', '.join(unc) or 'none'}. "
+        f"Not significantly below rq-kmeans on search: {', '.join(close['search']) or 'none'}; "
+        f"on recommendation: {', '.join(close['rec']) or 'none'} (p ≥ {ALPHA} against "
+        "`rq-kmeans`, one seed)."
+    )
+
+
 def downstream_table(rows: dict[str, dict], order: list[str], reference: str) -> str:
     header = [
         "row",
@@ -340,6 +363,46 @@ def _ids(rows: dict, group: str, key: str) -> float:
     return float("nan") if value is None else float(value)
 
 
+DIAGNOSTICS = {
+    "nn_same_depth_1": "NN shares 1st code",
+    "colliding_items_share": "items colliding",
+    "explained_variance": "explained variance",
+}
+
+
+def diagnostics_vs_recall(rows: dict[str, dict], label: str) -> str:
+    """Spearman correlation of each ID diagnostic with each task's recall across the cells."""
+    from scipy import stats
+
+    cells = [g for g, e in rows.items() if not g.startswith("_") and "ids" in e]
+    if len(cells) < 4:
+        return ""
+    parts: dict[str, str] = {}
+    significant: dict[str, list[str]] = {}
+    for task in TASKS:
+        found = []
+        significant[task] = []
+        for key, name in DIAGNOSTICS.items():
+            x = [rows[g]["ids"][key] for g in cells]
+            y = [rows[g][task]["recall"] for g in cells]
+            rho, p = stats.spearmanr(x, y)
+            found.append(f"{name} ρ = {rho:+.2f} (p = {fmt_p(p)})")
+            if p < ALPHA:
+                significant[task].append(f"{name} (ρ = {rho:+.2f})")
+        parts[task] = ", ".join(found)
+    summary = " ".join(
+        f"{task.capitalize()} recall follows {', '.join(significant[task])}."
+        if significant[task]
+        else f"No diagnostic predicts {task} recall."
+        for task in TASKS
+    )
+    return (
+        f"Which ID property predicts the generator? Across the {len(cells)} cells ({label}), "
+        f"Spearman correlation with search recall: {parts['search']}; with recommendation "
+        f"recall: {parts['rec']}. {summary}"
+    )
+
+
 def verdict(
     settings: list[tuple[str, dict[str, dict], str, str, str]], ablation_rows: list[dict]
 ) -> list[str]:
@@ -429,19 +492,9 @@ def verdict(
                 else "still significantly lower."
             )
         )
-    label, rows, ref, _, tuned = settings[0]
-    ev_t, ev_k = _ids(rows, tuned, "explained_variance"), _ids(rows, ref, "explained_variance")
-    nn_t, nn_k = _ids(rows, tuned, "nn_same_depth_1"), _ids(rows, ref, "nn_same_depth_1")
-    co_t = _ids(rows, tuned, "colliding_items_share")
-    co_k = _ids(rows, ref, "colliding_items_share")
-    if worse["search"] and ev_t < ev_k and nn_t < nn_k and co_t < co_k:
-        lines.append(
-            f"At the ID level ({label}) the tuned RQ-VAE has fewer collisions (items colliding "
-            f"{co_t:.3f} vs {co_k:.3f}) but reconstructs the embeddings less well (explained "
-            f"variance {ev_t:.3f} vs {ev_k:.3f}) and its first level groups nearest neighbours "
-            f"less often (NN shares 1st code {nn_t:.3f} vs {nn_k:.3f}): for search, semantically "
-            "tighter first-level codes matter more than fewer collisions."
-        )
+    label, rows, _, _, _ = settings[1]
+    with_token = {g: e for g, e in rows.items() if "no-disambiguation" not in g}
+    lines.append(diagnostics_vs_recall(with_token, label))
     out.append("- **Verdict:** " + " ".join(lines))
     out.append(
         "- Scope: one seed (the p-values pair examples, not seeds), a 1.8M-parameter generator "
@@ -672,10 +725,11 @@ ml-latest-small and on the 62,423-item ML-25M table) and the downstream grid
 per-cell numbers in [`results/rq-vae-study-cpu/`](results/rq-vae-study-cpu/report.md); every
 number on this page is also in `results/rq-vae-study-cpu/evidence.json`).
 
-**Reproduce** (about an hour on a 2-core CPU; the paper preset needs a GPU):
+**Reproduce** (about 80 minutes of wall time on a 2-core CPU with `--jobs 2`; the paper preset
+needs a GPU):
 
 ```bash
-semid grid grids/rq-vae-study.yaml --preset cpu      # downstream cells -> results/rq-vae-study-cpu
+semid grid grids/rq-vae-study.yaml --preset cpu --jobs 2   # -> results/rq-vae-study-cpu
 semid grid grids/paper-table3.yaml --preset cpu      # quantizers on the multitask space
 python benchmarks/quantizers.py && python benchmarks/quantizers.py --ablation   # ID level
 python benchmarks/rq_vae_evidence.py                 # this page
@@ -702,10 +756,11 @@ in `semid.quantizers.config.RQ_VAE_TUNED` ({recipe}).
 
 ## 2. One knob at a time, from the defaults
 
-Downstream (each row = the defaults with one change; the knobs not run downstream in the cpu
-preset are in the paper preset and in the ID-level table below):
+Downstream, every knob of the grid (each row = the defaults with one change):
 
 {downstream_table(rows, KNOBS, "rq-kmeans")}
+
+{knob_summary(rows)}
 
 ID level, more knobs and combinations (ml-latest-small, 2 × 256; `F` = FAISS k-means init of
 every level on the full data, `std` = input standardisation):
