@@ -329,3 +329,29 @@ def test_multitask_space_trains_both_losses(tmp_path, tiny_encoder):
     # the saved encoder is the tuned one: it embeds item texts as the item space says
     again = art.encode_queries(dataset.items["text"].to_list())
     np.testing.assert_allclose(again, art.spaces["item"], atol=1e-5)
+
+
+@pytest.mark.parametrize("space", ["fused-concat", "separate"])
+def test_composite_space_reuses_built_search_and_rec_spaces(tmp_path, tiny_encoder, space):
+    dataset, splits = tiny_data()
+    common = dict(encoder=tiny_encoder, tune_max_steps=1, tune_batch_size=4, rec_dim=4)
+    common |= dict(rec_epochs=5)
+    parts = {}
+    for part in ("search", "rec"):
+        parts[part] = tmp_path / part
+        build_embeddings(
+            EmbeddingConfig(space=part, **common), dataset, splits, parts[part], seed=0
+        )
+    cfg = EmbeddingConfig(space=space, **common)
+    trained = build_embeddings(cfg, dataset, splits, tmp_path / "trained", seed=0)
+    reused = build_embeddings(cfg, dataset, splits, tmp_path / "reused", seed=0, components=parts)
+    assert "reused_search" in reused and "reused_rec" in reused
+    assert "reused_search" not in trained
+    a, b = load_embeddings(tmp_path / "trained"), load_embeddings(tmp_path / "reused")
+    assert set(a.spaces) == set(b.spaces)
+    for name in a.spaces:
+        np.testing.assert_allclose(a.spaces[name], b.spaces[name], atol=1e-5)
+    np.testing.assert_allclose(
+        a.encode_queries(["heat film"]), b.encode_queries(["heat film"]), atol=1e-5
+    )
+    assert b.meta["training"]["rec"]["loss_curve"] == a.meta["training"]["rec"]["loss_curve"]

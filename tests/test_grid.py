@@ -408,3 +408,30 @@ def test_real_pipeline_keys_are_shared_as_configs_agree(tmp_path, monkeypatch):
     assert shared("content__2x16__s0", "search__2x16__s0") == ["data", "splits", "baselines"]
     assert "data" in shared("content__2x16__s0", "content__2x16__s1")
     assert "model" not in shared("content__2x16__s0", "content__2x16__s1")
+
+    # a composite space builds (or reuses) the search and rec spaces as embedding stages first
+    search_cell = next(c for c in grid.cells if c.name == "search__2x16__s0")
+    separate = search_cell.config.model_copy(deep=True)
+    separate.embedding.space = "separate"
+    calls = []
+    monkeypatch.setattr(
+        Run,
+        "stage",
+        lambda self, name, material, build, force=False: (
+            calls.append(
+                (
+                    name,
+                    stable_hash(material),
+                    (self.cache_dir / name / stable_hash(material)).exists(),
+                )
+            )
+            or no_build(self, name, material, build, force)
+        ),
+    )
+    semid.pipeline.run_pipeline(
+        separate, tmp_path / "sep", cache_dir=out / ".cache", until="embeddings"
+    )
+    embedding_calls = [c for c in calls if c[0] == "embeddings"]
+    assert len(embedding_calls) == 3  # search, rec, then separate itself
+    assert embedding_calls[0][1:] == (stages["search__2x16__s0"]["embeddings"]["key"], True)
+    assert not embedding_calls[1][2] and not embedding_calls[2][2]

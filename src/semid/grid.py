@@ -402,6 +402,9 @@ class _KeyRecorder:
         self.cache_dir = Path(".")
         self.keys: dict[str, str] = {}
 
+    def is_cached(self, name: str, key_material: dict) -> bool:
+        return False
+
     def stage(self, name: str, key_material: dict, build: Callable, force: bool = False):
         key = stable_hash(key_material)
         self.keys[name] = key

@@ -23,6 +23,7 @@ from semid.data import load_dataset, load_query_file, make_splits
 from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
 from semid.embeddings import build_embeddings, load_embeddings
+from semid.embeddings.config import EmbeddingConfig
 from semid.errors import ConfigError
 from semid.evaluation.evaluate import EvalInputs, eval_inputs, score
 from semid.evaluation.reference import knn
@@ -133,21 +134,46 @@ def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("splits", material, build, force)
 
 
-def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
-    cfg = state.cfg
-    material = {
+# Spaces assembled from the search and rec spaces: those are built (or reused) as embedding
+# stages of their own first, so a grid that also has the search or rec cell trains them once.
+COMPOSITE_SPACES = {
+    "separate": ("search", "rec"),
+    "fused-concat": ("search", "rec"),
+    "fused-svd": ("search", "rec"),
+}
+
+
+def _embedding_material(state: PipelineState, emb: EmbeddingConfig) -> dict:
+    return {
         "splits": state.stages["splits"].key,
-        "embedding": cfg.embedding.model_dump(mode="json"),
+        "embedding": emb.model_dump(mode="json"),
         # content embeddings train nothing: every seed shares them
-        "seed": None if cfg.embedding.space == "content" else cfg.seed,
+        "seed": None if emb.space == "content" else state.cfg.seed,
     }
 
+
+def _embedding_stage(
+    state: PipelineState,
+    emb: EmbeddingConfig,
+    force: bool,
+    components: dict[str, Path] | None = None,
+) -> StageResult:
     def build(out: Path) -> dict:
         dataset = Dataset.load(state.path("data"))
         splits = Splits.load(state.path("splits"))
-        return build_embeddings(cfg.embedding, dataset, splits, out, cfg.seed)
+        return build_embeddings(emb, dataset, splits, out, state.cfg.seed, components)
 
-    return state.run.stage("embeddings", material, build, force)
+    return state.run.stage("embeddings", _embedding_material(state, emb), build, force)
+
+
+def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
+    emb = state.cfg.embedding
+    components: dict[str, Path] = {}
+    if force or not state.run.is_cached("embeddings", _embedding_material(state, emb)):
+        for part in COMPOSITE_SPACES.get(emb.space, ()):
+            part_cfg = emb.model_copy(update={"space": part})
+            components[part] = _embedding_stage(state, part_cfg, force).path
+    return _embedding_stage(state, emb, force, components)
 
 
 def stage_ids(state: PipelineState, force: bool = False) -> StageResult:

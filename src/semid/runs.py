@@ -66,6 +66,10 @@ class Run:
             read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
         )
 
+    def is_cached(self, name: str, key_material: dict[str, Any]) -> bool:
+        """Whether stage ``name`` with these inputs is already built in the cache."""
+        return (self.cache_dir / name / stable_hash(key_material) / DONE_FILE).exists()
+
     def stage(
         self,
         name: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,12 @@ def rec_estimator(cfg: EmbeddingConfig, seed: int):
 
 
 def build_embeddings(
-    cfg: EmbeddingConfig, dataset: Dataset, splits: Splits, out_dir: Path, seed: int
+    cfg: EmbeddingConfig,
+    dataset: Dataset,
+    splits: Splits,
+    out_dir: Path,
+    seed: int,
+    components: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Build the item-embedding space ``cfg.space`` into ``out_dir``; returns a few facts.
 
@@ -144,6 +150,9 @@ def build_embeddings(
         Folder to write (created if needed).
     seed : int
         Seeds every random choice.
+    components : dict, optional
+        Already built ``search`` and/or ``rec`` space folders (same config, seed and data) that
+        ``separate`` / ``fused-*`` reuse instead of training those parts again.
 
     Returns
     -------
@@ -178,8 +187,12 @@ def build_embeddings(
         meta["encoder_path"] = embedder.encoder_path_
         query["encoder"] = {"kind": "base", "name": cfg.encoder}
 
+    components = components or {}
     search_vectors = None
-    if space in TUNED_SPACES or space == "multitask":
+    if space in TUNED_SPACES and "search" in components:
+        search_vectors = _reuse_search(components["search"], out_dir, meta, query)
+        facts["reused_search"] = str(components["search"])
+    elif space in TUNED_SPACES or space == "multitask":
         pair_sets = [search_pairs(splits, texts)]
         if space == "multitask":
             pairs = cooccurrence_pairs(sequences, cfg.cooc_window)
@@ -206,8 +219,12 @@ def build_embeddings(
         )
 
     rec = None
-    if space in REC_SPACES:
+    if space in REC_SPACES and space != "rec" and "rec" in components:
+        rec = _ReusedRec(components["rec"])
+        facts["reused_rec"] = str(components["rec"])
+    elif space in REC_SPACES:
         rec = rec_estimator(cfg, seed).fit(sequences, n_items)
+    if rec is not None:
         meta["training"]["rec"] = {
             "model": cfg.rec_model,
             "epochs": rec.epochs_,
@@ -266,6 +283,36 @@ def build_embeddings(
     write_json(out_dir / META_FILE, meta)
     facts.update(dims=meta["spaces"], seconds=meta["seconds"], data_hash=meta["data_hash"])
     return facts
+
+
+def _reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.ndarray:
+    """The item vectors and fine-tuned encoder of a built ``search`` space folder."""
+    component = read_json(Path(folder) / META_FILE)
+    if component.get("space") != "search":
+        raise ConfigError(f"{folder}: not a search embedding folder")
+    shutil.copytree(Path(folder) / ENCODER_DIR, out_dir / ENCODER_DIR)
+    meta["encoder_path"] = component.get("encoder_path")
+    meta["training"]["encoder"] = component["training"]["encoder"]
+    meta["components"] = meta.get("components", {}) | {"search": str(folder)}
+    query["encoder"] = {"kind": "saved", "path": ENCODER_DIR}
+    return np.load(Path(folder) / "item.npy")
+
+
+class _ReusedRec:
+    """The fitted-estimator attributes ``build_embeddings`` reads, from a built ``rec`` folder."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = Path(folder)
+        component = read_json(folder / META_FILE)
+        if component.get("space") != "rec":
+            raise ConfigError(f"{folder}: not a rec embedding folder")
+        info = component["training"]["rec"]
+        self.item_embeddings_ = np.load(folder / "rec_items_raw.npy")
+        self.user_embeddings_ = np.load(folder / "users.npy")
+        self.epochs_ = info["epochs"]
+        self.seconds_ = info["seconds"]
+        self.n_items_without_interactions_ = info["items_without_train_interactions"]
+        self.loss_curve_ = info["loss_curve"]
 
 
 @dataclass
