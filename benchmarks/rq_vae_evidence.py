@@ -727,7 +727,7 @@ ml-latest-small and on the 62,423-item ML-25M table) and the downstream grid
 per-cell numbers in [`results/rq-vae-study-cpu/`](results/rq-vae-study-cpu/report.md); every
 number on this page is also in `results/rq-vae-study-cpu/evidence.json`).
 
-**Reproduce** (about 80 minutes of wall time on a 2-core CPU with `--jobs 2`; the paper preset
+**Reproduce** (about 90 minutes of wall time on a 2-core CPU with `--jobs 2`; the paper preset
 needs a GPU):
 
 ```bash
