@@ -39,11 +39,9 @@ from semid.generative.train import train_generator
 from semid.generative.vocab import SemanticVocab, train_text_tokenizer
 from semid.io import file_hash, read_json, stable_hash, write_json, write_parquet
 from semid.quantizers import build_ids, load_ids
-from semid.runs import Run, StageResult
+from semid.runs import STAGES, Run, StageResult
 
 log = logging.getLogger(__name__)
-
-STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
 
 
 def run_name(cfg: RunConfig) -> str:

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 DONE_FILE = "_stage.json"
 
+# The pipeline's stages, in order (implemented in :mod:`semid.pipeline`). Kept here so that
+# readers of run directories (reports) need not import the pipeline and torch.
+STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process since the last :func:`reset_peak_rss`, in MB."""

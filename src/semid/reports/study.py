@@ -36,6 +36,7 @@ from semid.errors import ConfigError, SemidError
 from semid.grid import CELL_FAILED_FILE, read_grid_json, write_results
 from semid.io import read_json, write_json, write_text
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
+from semid.runs import DONE_FILE, STAGES
 
 GENERATIVE = "generative"
 TASKS = ("search", "rec")
@@ -745,9 +746,9 @@ def diagnostics_table(study: Study) -> str:
 
 def cost_table(study: Study) -> str:
     """Wall time of the stages each cell computed itself (cached stages cost nothing)."""
-    from semid.pipeline import STAGES as stages
-
     body = []
+    distinct: dict[str, float] = {}  # stage folder -> seconds it took to build
+    built: dict[str | None, float | None] = {}  # cached stage folder -> its _stage.json seconds
     for cell in study.cells:
         if cell.manifest is None:
             continue
@@ -755,18 +756,25 @@ def cost_table(study: Study) -> str:
         cells = []
         total = 0.0
         with_cached = 0.0
-        for stage in stages:
+        for stage in STAGES:
             s = info.get(stage)
             if s is None:
                 cells.append("—")
-            elif s.get("cached"):
-                built = _built_seconds(s.get("path"))
-                with_cached += built or 0.0
-                cells.append("cached" if built is None else f"({built:.0f})")
+                continue
+            path = s.get("path")
+            if s.get("cached"):
+                if path not in built:
+                    built[path] = _built_seconds(path)
+                seconds = built[path]
+                with_cached += seconds or 0.0
+                cells.append("cached" if seconds is None else f"({seconds:.0f})")
             else:
-                total += float(s.get("seconds") or 0)
-                with_cached += float(s.get("seconds") or 0)
-                cells.append(f"{float(s.get('seconds') or 0):.0f}")
+                seconds = float(s.get("seconds") or 0)
+                total += seconds
+                with_cached += seconds
+                cells.append(f"{seconds:.0f}")
+            if path and seconds is not None:
+                distinct[path] = float(seconds)
         peaks = [s.get("peak_rss_mb") for s in info.values() if s.get("peak_rss_mb")]
         body.append(
             [cell.name, cell.status]
@@ -775,14 +783,7 @@ def cost_table(study: Study) -> str:
         )
     if not body:
         return "No cell has started yet."
-    header = ["cell", "status"] + stages + ["this cell s", "with cached s", "peak RSS MB"]
-    distinct: dict[str, float] = {}
-    for cell in study.cells:
-        for s in ((cell.manifest or {}).get("stages") or {}).values():
-            path = s.get("path")
-            seconds = _built_seconds(path) if s.get("cached") else s.get("seconds")
-            if path and seconds is not None:
-                distinct[path] = float(seconds)
+    header = ["cell", "status"] + STAGES + ["this cell s", "with cached s", "peak RSS MB"]
     footer = (
         f"\n\nWhole grid from an empty cache, one cell at a time: "
         f"{sum(distinct.values()) / 60:.1f} min (each of the {len(distinct)} distinct stage "
@@ -793,17 +794,12 @@ def cost_table(study: Study) -> str:
 
 def _built_seconds(path: str | None) -> float | None:
     """Seconds a cached stage took when it was built (from its ``_stage.json``)."""
-    if not path or not (Path(path) / "_stage.json").exists():
+    if not path or not (Path(path) / DONE_FILE).exists():
         return None
     try:
-        return float(read_json(Path(path) / "_stage.json").get("seconds") or 0.0)
+        return float(read_json(Path(path) / DONE_FILE).get("seconds") or 0.0)
     except (OSError, ValueError):
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The report
-# ---------------------------------------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------------------------
@@ -912,6 +908,11 @@ def collisions_table(rows: list[dict[str, Any]], k: int) -> str:
         f"R@{k} unique code",
     ]
     return _md_table(header, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
 
 
 def write_study_report(
