@@ -188,6 +188,8 @@ def build_embeddings(
         query["encoder"] = {"kind": "base", "name": cfg.encoder}
 
     components = components or {}
+    if components:
+        meta["components"] = {part: str(folder) for part, folder in components.items()}
     search_vectors = None
     if space in TUNED_SPACES and "search" in components:
         search_vectors = _reuse_search(components["search"], out_dir, meta, query)
@@ -293,7 +295,6 @@ def _reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.nd
     shutil.copytree(Path(folder) / ENCODER_DIR, out_dir / ENCODER_DIR)
     meta["encoder_path"] = component.get("encoder_path")
     meta["training"]["encoder"] = component["training"]["encoder"]
-    meta["components"] = meta.get("components", {}) | {"search": str(folder)}
     query["encoder"] = {"kind": "saved", "path": ENCODER_DIR}
     return np.load(Path(folder) / "item.npy")
 
