@@ -31,11 +31,12 @@ from semid.generative.examples import InputEncoder, build_examples, rec_windows
 from semid.generative.model import (
     build_model,
     count_parameters,
+    init_id_rows,
     pretrained_tokenizer,
     resolve_device,
 )
 from semid.generative.retriever import GenerativeRetriever
-from semid.generative.train import train_generator
+from semid.generative.train import level_masks, train_generator
 from semid.generative.vocab import SemanticVocab, train_text_tokenizer
 from semid.io import file_hash, read_json, stable_hash, write_json, write_parquet
 from semid.quantizers import build_ids, load_ids
@@ -205,6 +206,31 @@ def _task_spaces(space_names: list[str]) -> dict[str, str]:
     raise ConfigError(f"ids: cannot map tasks to ID spaces {space_names}")
 
 
+def indexing_texts(items: pl.DataFrame, variant: str) -> list[str]:
+    """One indexing input per item: its metadata ``text``, its ``title`` alone, or
+    ``title_year`` ("Title (1995)"; the title alone when the year is unknown)."""
+    if variant == "text":
+        return items["text"].to_list()
+    titles = items["title"].fill_null("").to_list()
+    if variant == "title":
+        return titles
+    if variant == "title_year":
+        years = items["year"].to_list() if "year" in items.columns else [None] * len(titles)
+        return [f"{t} ({y})" if y else t for t, y in zip(titles, years, strict=True)]
+    raise ConfigError(f"train.indexing_variants: unknown {variant!r} (text, title, title_year)")
+
+
+def _id_vectors(spaces: dict, artifact, dim: int, seed: int) -> dict[str, list[np.ndarray]]:
+    """Centroid-style init vectors of every ID space's tokens (see ``id_token_vectors``)."""
+    from semid.generative.textmodel import id_token_vectors
+
+    out = {}
+    for name, space in spaces.items():
+        emb = artifact.spaces[name] if name in artifact.spaces else artifact.spaces["item"]
+        out[name] = id_token_vectors(space.codes, emb, space.cardinalities, dim, seed)
+    return out
+
+
 def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
     material = {
@@ -224,8 +250,20 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         spaces = load_ids(state.path("ids"))
         codes = {name: s.codes for name, s in spaces.items()}
         train_q = splits.train_queries()
-        encoder_path = load_embeddings(state.path("embeddings")).encoder_path
-        tokenizer = pretrained_tokenizer(cfg.model, encoder_path)
+        artifact = load_embeddings(state.path("embeddings"))
+        encoder_path = artifact.encoder_path
+        text = None
+        if cfg.model.backbone == "text-t5":
+            from semid.embeddings.encoders import resolve_encoder
+            from semid.generative.textmodel import FrozenTextEncoder
+
+            if cfg.model.text_encoder or not encoder_path:
+                encoder_path = resolve_encoder(cfg.model.text_encoder or "minilm")
+            text = FrozenTextEncoder(encoder_path)
+            # the word pieces are unused by text-t5 (texts go through the sentence encoder)
+            tokenizer = train_text_tokenizer(items["title"].fill_null("").to_list(), 500)
+        else:
+            tokenizer = pretrained_tokenizer(cfg.model, encoder_path)
         if tokenizer is None:
             corpus = items["text"].to_list() + train_q["query"].to_list()
             tokenizer = train_text_tokenizer(corpus, cfg.model.text_vocab_size)
@@ -235,23 +273,55 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             _task_spaces(list(spaces)),
         )
         encoder = InputEncoder(
-            vocab, codes, cfg.model.max_query_tokens, cfg.model.max_history_items
+            vocab,
+            codes,
+            cfg.model.max_query_tokens,
+            cfg.model.max_history_items,
+            text_slots=cfg.model.text_slots if text is not None else 0,
         )
         texts = train_q["query"].to_list()
         targets = train_q["item_idx"].to_list()
         if cfg.train.indexing_examples:
-            texts += items["text"].to_list()
-            targets += list(range(items.height))
+            for variant in cfg.train.indexing_variants:
+                texts += indexing_texts(items, variant)
+                targets += list(range(items.height))
         histories, rec_targets = rec_windows(
             splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
         )
-        examples = build_examples(encoder, texts, targets, histories, rec_targets)
+        vectors = text.encode(texts, progress=True) if text is not None else None
+        examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
         device = resolve_device(cfg.train.device)
-        model = build_model(cfg.model, len(vocab), vocab.pad_id, vocab.eos_id, encoder_path)
+        model = build_model(
+            cfg.model,
+            len(vocab),
+            vocab.pad_id,
+            vocab.eos_id,
+            encoder_path,
+            text_dim=text.dim if text is not None else None,
+        )
+        is_t5 = cfg.model.backbone in ("t5-scratch", "text-t5")
+        if cfg.model.id_init == "centroids" and is_t5:
+            init_id_rows(model, vocab, _id_vectors(spaces, artifact, cfg.model.d_model, seed))
+        masks = None
+        if cfg.train.level_softmax and is_t5:
+            task_space = vocab.task_space
+            masks = level_masks(
+                len(vocab),
+                [
+                    (vocab.spaces[task_space[t]].offsets, vocab.spaces[task_space[t]].cardinalities)
+                    for t in ("search", "rec")
+                ],
+            )
         log.info("generator: %d parameters, %d examples", count_parameters(model), len(examples))
-        facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, seed)
+        facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, seed, masks)
         retriever = GenerativeRetriever(
-            model.cpu(), vocab, codes, cfg.model.max_query_tokens, cfg.model.max_history_items
+            model.cpu(),
+            vocab,
+            codes,
+            cfg.model.max_query_tokens,
+            cfg.model.max_history_items,
+            level_softmax=masks is not None,
+            text_encoder=text,
         )
         retriever.save(out)
         write_parquet(out / "items.parquet", items)
@@ -260,7 +330,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             vocab_size=len(vocab),
             examples={
                 "search": len(train_q),
-                "indexing": items.height if cfg.train.indexing_examples else 0,
+                "indexing": len(texts) - len(train_q),
                 "rec": len(rec_targets),
             },
         )

@@ -11,9 +11,25 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backbone: str = Field(
-        "t5-scratch",
-        description="'t5-scratch' (small T5 trained from scratch), 'sentence-encoder' "
-        "(the embedding encoder + a fresh decoder) or a path to a local HF seq2seq checkpoint.",
+        "text-t5",
+        description="'text-t5' (small T5 from scratch whose encoder reads search texts through "
+        "a frozen, cached sentence encoder and histories as ID tokens), 't5-scratch' (small T5 "
+        "from scratch on word pieces), 'sentence-encoder' (the embedding encoder + a fresh "
+        "decoder) or a path to a local HF seq2seq checkpoint.",
+    )
+    text_encoder: str | None = Field(
+        None,
+        description="text-t5: sentence-transformers folder (or minilm/mpnet) that reads search "
+        "texts; None = the embedding stage's encoder, else minilm.",
+    )
+    text_slots: int = Field(
+        4, ge=1, description="text-t5: encoder positions the projected text vector fills."
+    )
+    id_init: str = Field(
+        "centroids",
+        pattern="^(centroids|random)$",
+        description="ID-token rows of the input/output tables: 'centroids' (PCA projection of "
+        "each code's mean residual, see generative.textmodel.id_token_vectors) or 'random'.",
     )
     d_model: int = Field(256, ge=16)
     d_ff: int = Field(1024, ge=16)
@@ -46,6 +62,16 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Most recent sliding-window rec examples kept per user."
     )
     indexing_examples: bool = Field(True, description="Add item text -> item ID examples.")
+    indexing_variants: list[str] = Field(
+        ["text", "title", "title_year"],
+        description="Indexing inputs per item: 'text' (the item's metadata text), 'title' "
+        "(the title alone), 'title_year' ('Title (1995)').",
+    )
+    level_softmax: bool = Field(
+        True,
+        description="Train each ID position with a softmax over its own level's codes only "
+        "(as decoding ranks them) instead of the whole vocabulary.",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch threads (default: all cores).")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
     seed: int | None = Field(
@@ -56,6 +82,7 @@ class TrainConfig(BaseModel):
     precision: str = Field(
         "auto",
         pattern="^(auto|fp32|bf16)$",
-        description="bf16 autocast (fp32 weights) where the hardware supports it; auto = bf16 "
-        "on CUDA with bf16 and on CPUs with AVX512-BF16/AMX, else fp32.",
+        description="Training: bf16 autocast (fp32 weights) where the hardware supports it; "
+        "auto = bf16 on CUDA with bf16 and on CPUs with AVX512-BF16/AMX, else fp32. Decoding "
+        "precision is eval.precision.",
     )

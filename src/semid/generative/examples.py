@@ -18,6 +18,8 @@ class Examples:
     lengths: np.ndarray  # int32 (n,)
     targets: np.ndarray  # int64 (n, n_cols): target ID tokens
     task: np.ndarray  # int8 (n,): 0 search/indexing, 1 rec
+    text_vectors: np.ndarray | None = None  # float32 (n_texts, dim): text-t5 inputs
+    text_index: np.ndarray | None = None  # int32 (n,): row of text_vectors, -1 for none
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -32,21 +34,27 @@ class InputEncoder:
         id_codes: dict[str, np.ndarray],
         max_query_tokens: int,
         max_history_items: int,
+        text_slots: int = 0,
     ) -> None:
         self.vocab = vocab
         self.max_query_tokens = max_query_tokens
         self.max_history_items = max_history_items
+        self.text_slots = text_slots
         self.id_tokens = {name: vocab.spaces[name].tokens(c) for name, c in id_codes.items()}
 
     def search(self, texts: Sequence[str]) -> list[list[int]]:
-        """``<task_search> text tokens </s>`` for each text."""
+        """``<task_search> text tokens </s>`` for each text; with ``text_slots`` (text-t5),
+        ``<task_search>`` + that many placeholders (filled by the text's vector) + ``</s>``."""
+        head, eos = self.vocab.task_token("search"), self.vocab.eos_id
+        if self.text_slots:
+            row = [head] + [self.vocab.unk_id] * self.text_slots + [eos]
+            return [list(row) for _ in texts]
         enc = self.vocab.tokenizer(
             list(texts),
             add_special_tokens=False,
             truncation=True,
             max_length=self.max_query_tokens,
         )["input_ids"]
-        head, eos = self.vocab.task_token("search"), self.vocab.eos_id
         return [[head, *ids, eos] for ids in enc]
 
     def history(self, histories: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -96,8 +104,12 @@ def build_examples(
     search_items: Sequence[int],
     histories: Sequence[Sequence[int]],
     rec_targets: Sequence[int],
+    text_vectors: np.ndarray | None = None,
 ) -> Examples:
-    """Stack search-type examples (queries and item texts) and recommendation examples."""
+    """Stack search-type examples (queries and item texts) and recommendation examples.
+
+    ``text_vectors`` (text-t5): one sentence vector per search text, in order.
+    """
     search_inputs = encoder.search(search_texts) if len(search_texts) else []
     rec_inputs = encoder.history(histories) if len(histories) else []
     inputs, lengths = pad(search_inputs + rec_inputs, encoder.vocab.pad_id)
@@ -109,4 +121,8 @@ def build_examples(
     task = np.concatenate(
         [np.zeros(len(search_inputs), np.int8), np.ones(len(rec_inputs), np.int8)]
     )
-    return Examples(inputs, lengths, np.concatenate(parts), task)
+    index = None
+    if text_vectors is not None:
+        index = np.full(len(task), -1, dtype=np.int32)
+        index[: len(search_inputs)] = np.arange(len(search_inputs), dtype=np.int32)
+    return Examples(inputs, lengths, np.concatenate(parts), task, text_vectors, index)

@@ -63,10 +63,19 @@ def pretrained_tokenizer(
 
 
 def build_model(
-    cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, encoder_path: str | None = None
+    cfg: ModelConfig,
+    vocab_size: int,
+    pad_id: int,
+    eos_id: int,
+    encoder_path: str | None = None,
+    text_dim: int | None = None,
 ) -> PreTrainedModel:
-    """Create the seq2seq model with an embedding table of ``vocab_size`` tokens."""
-    if cfg.backbone == "t5-scratch":
+    """Create the seq2seq model with an embedding table of ``vocab_size`` tokens.
+
+    ``encoder_path``: the sentence encoder of ``sentence-encoder`` / ``text-t5``; ``text_dim``:
+    its output dimension (``text-t5``).
+    """
+    if cfg.backbone in ("t5-scratch", "text-t5"):
         config = T5Config(
             vocab_size=vocab_size,
             d_model=cfg.d_model,
@@ -82,7 +91,14 @@ def build_model(
             eos_token_id=eos_id,
             decoder_start_token_id=pad_id,
         )
-        model = T5ForConditionalGeneration(config)
+        if cfg.backbone == "text-t5":
+            from semid.generative.textmodel import build_text_t5
+
+            if encoder_path is None or text_dim is None:
+                raise ConfigError("model.backbone=text-t5: no sentence encoder to read texts")
+            model = build_text_t5(config, text_dim, cfg.text_slots, encoder_path)
+        else:
+            model = T5ForConditionalGeneration(config)
         # HF draws the untied LM head with std 1: logits then have std ~sqrt(d_model) and the
         # first loss is ~60 nats. Use the d_model**-0.5 scale of T5's tied head instead.
         with torch.no_grad():
@@ -123,10 +139,30 @@ def _sentence_encoder_backbone(
 
 def load_model(folder: Path) -> PreTrainedModel:
     """Load a saved generator (any of the backbones)."""
+    config_file = Path(folder) / "config.json"
+    if config_file.exists() and '"text_slots"' in config_file.read_text():
+        from semid.generative.textmodel import TextConditionedT5
+
+        return TextConditionedT5.from_pretrained(folder)
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(folder)
     except ValueError:
         return EncoderDecoderModel.from_pretrained(folder)
+
+
+def init_id_rows(model: PreTrainedModel, vocab, vectors: dict[str, list]) -> None:
+    """Set the input and output rows of every ID token from ``vectors[space][col]``
+    (unit-variance rows, see :func:`semid.generative.textmodel.id_token_vectors`)."""
+    d_model = model.config.d_model
+    inputs = model.get_input_embeddings().weight
+    outputs = model.get_output_embeddings().weight
+    with torch.no_grad():
+        for name, cols in vectors.items():
+            space = vocab.spaces[name]
+            for offset, rows in zip(space.offsets, cols, strict=True):
+                block = torch.from_numpy(rows).to(inputs.dtype)
+                inputs[offset : offset + len(block)] = block
+                outputs[offset : offset + len(block)] = block * d_model**-0.5
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -15,6 +15,7 @@ from semid.generative.decode import constrained_beam_search
 from semid.generative.examples import InputEncoder, pad
 from semid.generative.lru import LRUCache
 from semid.generative.model import autocast_dtype, load_model
+from semid.generative.textmodel import FrozenTextEncoder
 from semid.generative.trie import PrefixTrie
 from semid.generative.vocab import SemanticVocab
 from semid.io import read_json, write_json, write_npy
@@ -35,8 +36,13 @@ class GenerativeRetriever:
         Codes (n_items, n_cols) of each ID space, rows aligned with the item table.
     max_query_tokens, max_history_items : int
         Input truncation, as in training.
-    precision : {"auto", "fp32", "bf16"}
-        Decoding precision (bf16 autocast where the hardware is fast at it).
+    precision : {"fp32", "auto", "bf16"}
+        Decoding precision. fp32 by default: bf16 autocast rounds the logits the beams are
+        ranked by ("auto" = bf16 where the hardware is fast at it).
+    level_softmax : bool
+        Score each step with a softmax over the level's codes (models trained that way).
+    text_encoder : FrozenTextEncoder, optional
+        The frozen sentence encoder of a text-t5 model (embeds queries).
     trie_cache_size : int
         Restricted tries (decode-time filters) kept, least recently used first out: building
         one takes milliseconds to tens of milliseconds on a large catalogue, and evaluation and
@@ -50,14 +56,23 @@ class GenerativeRetriever:
         id_codes: dict[str, np.ndarray],
         max_query_tokens: int,
         max_history_items: int,
-        precision: str = "auto",
+        precision: str = "fp32",
         trie_cache_size: int = 64,
+        level_softmax: bool = False,
+        text_encoder: FrozenTextEncoder | None = None,
     ) -> None:
         self.model = model.eval()
         self.precision = precision
         self.vocab = vocab
         self.id_codes = id_codes
-        self.inputs = InputEncoder(vocab, id_codes, max_query_tokens, max_history_items)
+        self.level_softmax = level_softmax
+        self.text_encoder = text_encoder
+        slots = int(getattr(model.config, "text_slots", 0) or 0)
+        if slots and text_encoder is None:
+            text_encoder = self.text_encoder = FrozenTextEncoder(model.config.text_encoder_path)
+        self.inputs = InputEncoder(
+            vocab, id_codes, max_query_tokens, max_history_items, text_slots=slots
+        )
         self.tries = {
             name: PrefixTrie(codes, vocab.spaces[name].cardinalities)
             for name, codes in id_codes.items()
@@ -82,6 +97,12 @@ class GenerativeRetriever:
 
         return self.trie_cache.get((space, digest), build)
 
+    def query_tokens_read(self) -> int:
+        """Input tokens of a search text the model reads (longer texts are truncated)."""
+        if self.text_encoder is not None:
+            return self.text_encoder.max_tokens
+        return self.inputs.max_query_tokens
+
     def _rank(
         self,
         token_lists: list[list[int]],
@@ -90,6 +111,9 @@ class GenerativeRetriever:
         batch_size: int,
         allowed_items: np.ndarray | None,
         progress: bool,
+        vectors: np.ndarray | None = None,
+        banned: Sequence[Sequence[int]] | None = None,
+        beams: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         trie = self.trie_for(task, allowed_items)
         space = self.vocab.space_for(task)
@@ -104,8 +128,23 @@ class GenerativeRetriever:
             input_ids = torch.from_numpy(ids.astype(np.int64)).to(self.device)
             mask = input_ids != self.vocab.pad_id
             with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+                embeds = None
+                if vectors is not None:
+                    text = torch.from_numpy(vectors[idx]).to(self.device)
+                    rows = torch.arange(len(idx), device=self.device)
+                    embeds = self.model.embed_inputs(input_ids, text, rows)
                 items, scores = constrained_beam_search(
-                    self.model, input_ids, mask, trie, space, k, start_id
+                    self.model,
+                    input_ids,
+                    mask,
+                    trie,
+                    space,
+                    max(k, beams or k),
+                    start_id,
+                    banned=[np.asarray(banned[i], np.int64) for i in idx] if banned else None,
+                    top_k=k,
+                    level_softmax=self.level_softmax,
+                    inputs_embeds=embeds,
                 )
             all_items.append(items.cpu().numpy())
             all_scores.append(scores.cpu().numpy())
@@ -123,10 +162,24 @@ class GenerativeRetriever:
         batch_size: int = 32,
         allowed_items: np.ndarray | None = None,
         progress: bool = False,
+        beams: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` item indices and log-likelihoods for each query (-1 pads)."""
+        """Top-``k`` item indices and log-likelihoods for each query (-1 pads).
+
+        ``beams``: beam width when wider than ``k`` (the top ``k`` beams are returned).
+        """
+        vectors = None
+        if self.text_encoder is not None:
+            vectors = self.text_encoder.encode(list(queries), progress=progress)
         return self._rank(
-            self.inputs.search(queries), "search", k, batch_size, allowed_items, progress
+            self.inputs.search(queries),
+            "search",
+            k,
+            batch_size,
+            allowed_items,
+            progress,
+            vectors=vectors,
+            beams=beams,
         )
 
     def recommend(
@@ -136,10 +189,23 @@ class GenerativeRetriever:
         batch_size: int = 32,
         allowed_items: np.ndarray | None = None,
         progress: bool = False,
+        exclude_seen: bool = False,
+        beams: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` next items for each history of item indices (-1 pads)."""
+        """Top-``k`` next items for each history of item indices (-1 pads).
+
+        ``exclude_seen``: the history's items are banned inside the beam search, so the ``k``
+        items returned are unseen ones.
+        """
         return self._rank(
-            self.inputs.history(histories), "rec", k, batch_size, allowed_items, progress
+            self.inputs.history(histories),
+            "rec",
+            k,
+            batch_size,
+            allowed_items,
+            progress,
+            banned=histories if exclude_seen else None,
+            beams=beams,
         )
 
     def save(self, folder: Path) -> None:
@@ -155,12 +221,13 @@ class GenerativeRetriever:
                 "max_query_tokens": self.inputs.max_query_tokens,
                 "max_history_items": self.inputs.max_history_items,
                 "spaces": sorted(self.id_codes),
+                "level_softmax": self.level_softmax,
             },
         )
 
     @classmethod
     def load(
-        cls, folder: Path, device: str | torch.device = "cpu", precision: str = "auto"
+        cls, folder: Path, device: str | torch.device = "cpu", precision: str = "fp32"
     ) -> GenerativeRetriever:
         """Load a folder written by :meth:`save`."""
         folder = Path(folder)
@@ -169,5 +236,11 @@ class GenerativeRetriever:
         codes = {name: np.load(folder / f"codes_{name}.npy") for name in meta["spaces"]}
         model = load_model(folder).to(device)
         return cls(
-            model, vocab, codes, meta["max_query_tokens"], meta["max_history_items"], precision
+            model,
+            vocab,
+            codes,
+            meta["max_query_tokens"],
+            meta["max_history_items"],
+            precision,
+            level_softmax=bool(meta.get("level_softmax", False)),
         )

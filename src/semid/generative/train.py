@@ -34,12 +34,59 @@ def length_bucketed_batches(
 
 
 def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.device):
-    """Trim a batch to its longest input and move it to ``device``."""
+    """Trim a batch to its longest input and move it to ``device``.
+
+    Returns ``(input_ids, mask, labels, text)``; ``text`` is None or ``(vectors, rows)``: the
+    sentence vectors of the batch rows ``rows`` that are text inputs (text-t5).
+    """
     width = int(examples.lengths[idx].max())
     input_ids = torch.from_numpy(examples.inputs[idx, :width].astype(np.int64))
     mask = input_ids != pad_id
     labels = torch.from_numpy(examples.targets[idx])
-    return input_ids.to(device), mask.to(device), labels.to(device)
+    text = None
+    if examples.text_index is not None:
+        rows = np.flatnonzero(examples.text_index[idx] >= 0)
+        vectors = torch.from_numpy(examples.text_vectors[examples.text_index[idx[rows]]])
+        text = (vectors.to(device), torch.from_numpy(rows).to(device))
+    return input_ids.to(device), mask.to(device), labels.to(device), text
+
+
+def level_masks(
+    vocab_size: int, spaces: list[tuple[list[int], list[int]]]
+) -> torch.Tensor:
+    """Boolean (n_tasks, n_cols, vocab) masks: the tokens of column ``c`` of each task's space.
+
+    ``spaces[t]`` is ``(offsets, cardinalities)`` of the ID space task ``t`` decodes into.
+    """
+    n_cols = len(spaces[0][0])
+    mask = torch.zeros(len(spaces), n_cols, vocab_size, dtype=torch.bool)
+    for task, (offsets, cards) in enumerate(spaces):
+        for col, (offset, card) in enumerate(zip(offsets, cards, strict=True)):
+            mask[task, col, offset : offset + card] = True
+    return mask
+
+
+def seq2seq_loss(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    text: tuple[torch.Tensor, torch.Tensor] | None,
+    task: torch.Tensor,
+    masks: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cross-entropy of the target ID tokens; with ``masks``, each position's softmax runs
+    over its own level's codes only (``masks[task, position]``)."""
+    kwargs = {"attention_mask": mask}
+    if text is not None:
+        kwargs["inputs_embeds"] = model.embed_inputs(input_ids, *text)
+    else:
+        kwargs["input_ids"] = input_ids
+    if masks is None:
+        return model(**kwargs, labels=labels).loss
+    logits = model(**kwargs, decoder_input_ids=model._shift_right(labels)).logits.float()
+    logits = logits.masked_fill(~masks[task], float("-inf"))
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
 def train_generator(
@@ -49,11 +96,16 @@ def train_generator(
     pad_id: int,
     device: torch.device,
     seed: int,
+    masks: torch.Tensor | None = None,
 ) -> dict:
-    """Train ``model`` in place; returns the loss curve and throughput."""
+    """Train ``model`` in place; returns the loss curve and throughput.
+
+    ``masks`` (see :func:`level_masks`) restricts each position's softmax to its level.
+    """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.to(device).train()
+    masks = masks.to(device) if masks is not None else None
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
@@ -76,9 +128,10 @@ def train_generator(
     bar = tqdm(total=total, desc="train generator", unit="step", dynamic_ncols=True)
     while step < total:
         for idx in length_bucketed_batches(examples.lengths, cfg.batch_size, rng):
-            input_ids, mask, labels = collate(examples, idx, pad_id, device)
+            input_ids, mask, labels, text = collate(examples, idx, pad_id, device)
+            task = torch.from_numpy(examples.task[idx].astype(np.int64)).to(device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+                loss = seq2seq_loss(model, input_ids, mask, labels, text, task, masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

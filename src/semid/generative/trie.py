@@ -46,6 +46,7 @@ class PrefixTrie:
         self.depth = codes.shape[1]
         self._keys: list[torch.Tensor] = []
         self._children: list[torch.Tensor] = []
+        paths = []  # node of every row at depth col + 1
         parent = np.zeros(len(codes), dtype=np.int64)
         for col in range(self.depth):
             width = self.cardinalities[col]
@@ -54,6 +55,7 @@ class PrefixTrie:
             self._keys.append(torch.from_numpy(uniq))
             self._children.append(torch.arange(len(uniq)))
             parent = child.reshape(-1)
+            paths.append(parent)
         # Leaves: first row (lowest position) reaching each leaf gives the item; rows sharing
         # a full ID (no disambiguation) beyond the first are unreachable by decoding.
         n_leaves = len(self._keys[-1])
@@ -62,6 +64,63 @@ class PrefixTrie:
         leaf_item[parent[order]] = self.items[order]
         self.leaf_item = torch.from_numpy(leaf_item)
         self.n_unreachable = int(len(codes) - n_leaves)
+        # For ban lists: the ancestor of every leaf at each depth, and leaves under each node.
+        leaf_rows = np.full(n_leaves, -1, dtype=np.int64)
+        leaf_rows[parent[order]] = order
+        self._leaf_ancestors = [path[leaf_rows] for path in paths]
+        self._leaf_counts = [
+            np.bincount(anc, minlength=len(k)) for anc, k in zip(self._leaf_ancestors, self._keys)
+        ]
+        item_order = np.argsort(self.items, kind="stable")
+        self._sorted_items = self.items[item_order]
+        self._row_of_sorted = item_order
+        self._leaf_of_row = parent
+
+    def leaves_of(self, items: np.ndarray) -> np.ndarray:
+        """Leaf node that decodes to each item (-1 for items absent or not reachable)."""
+        items = np.asarray(items, dtype=np.int64)
+        pos = np.searchsorted(self._sorted_items, items).clip(max=len(self._sorted_items) - 1)
+        found = self._sorted_items[pos] == items
+        leaf = np.where(found, self._leaf_of_row[self._row_of_sorted[pos]], -1)
+        ok = leaf >= 0
+        ok[ok] = self.leaf_item.numpy()[leaf[ok]] == items[ok]
+        return np.where(ok, leaf, -1)
+
+    def banned_transitions(self, banned: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
+        """Per depth, the (input row, parent node, code) transitions a ban list forbids.
+
+        ``banned[r]`` are the items input ``r`` may not return (e.g. its history). A
+        transition is forbidden when every leaf below the node it leads to is banned, so a
+        banned item never takes a beam at any depth, and subtrees that hold only banned items
+        are cut as early as possible.
+        """
+        rows = np.concatenate(
+            [np.full(len(b), r, dtype=np.int64) for r, b in enumerate(banned)]
+            or [np.zeros(0, np.int64)]
+        )
+        items = np.concatenate([np.asarray(b, np.int64) for b in banned] or [np.zeros(0, np.int64)])
+        leaves = self.leaves_of(items) if len(items) else items
+        rows, leaves = rows[leaves >= 0], leaves[leaves >= 0]
+        pairs = np.unique(np.stack([rows, leaves], axis=1), axis=0) if len(rows) else None
+        out = []
+        for col in range(self.depth):
+            if pairs is None:
+                out.append((np.zeros(0, np.int64),) * 3)
+                continue
+            nodes = self._leaf_ancestors[col][pairs[:, 1]]
+            n_nodes = len(self._keys[col])
+            keys, counts = np.unique(pairs[:, 0] * n_nodes + nodes, return_counts=True)
+            node = keys % n_nodes
+            full = counts == self._leaf_counts[col][node]
+            node, row = node[full], keys[full] // n_nodes
+            key = self._keys[col].numpy()[node]
+            width = self.cardinalities[col]
+            out.append((row, key // width, key % width))
+        return out
+
+    def n_nodes(self, depth: int) -> int:
+        """Number of distinct prefixes of length ``depth`` (1 for the root)."""
+        return 1 if depth == 0 else len(self._keys[depth - 1])
 
     def allowed_mask(self, nodes: torch.Tensor, col: int) -> torch.Tensor:
         """Boolean mask (len(nodes), cardinality[col]) of the codes valid after each node."""

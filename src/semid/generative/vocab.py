@@ -103,6 +103,10 @@ class SemanticVocab:
         return int(self.tokenizer.pad_token_id)
 
     @property
+    def unk_id(self) -> int:
+        return int(self.tokenizer.unk_token_id)
+
+    @property
     def eos_id(self) -> int:
         return int(self.tokenizer.eos_token_id)
 

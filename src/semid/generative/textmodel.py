@@ -1,0 +1,138 @@
+"""The ``text-t5`` backbone: a T5 whose encoder reads a frozen sentence encoder's view of a text.
+
+Search inputs (queries, item texts) are embedded once by a pretrained sentence encoder (the
+embedding stage's, e.g. all-MiniLM-L6-v2), kept frozen and cached; a learned projection turns
+each vector into ``text_slots`` encoder input positions. Recommendation inputs stay ID tokens.
+Both go through the same small T5 encoder and decoder trained from scratch, so one seq2seq
+model still serves both tasks, while search starts from what the pretrained encoder knows
+about language instead of learning English from 80k template queries.
+
+ID-token rows of the input and output tables can start from the quantizer's geometry
+(:func:`id_token_vectors`): the mean residual of the items carrying each code, projected by PCA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+
+
+class TextConditionedT5(T5ForConditionalGeneration):
+    """T5 with a projection from a sentence vector to ``config.text_slots`` encoder inputs."""
+
+    def __init__(self, config: T5Config) -> None:
+        super().__init__(config)
+        self.text_projection = nn.Linear(config.text_dim, config.text_slots * config.d_model)
+        nn.init.normal_(self.text_projection.weight, 0.0, config.text_dim**-0.5)
+        nn.init.zeros_(self.text_projection.bias)
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        text_vectors: torch.Tensor | None = None,
+        text_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encoder input embeddings: token embeddings, with positions ``1..text_slots`` of
+        rows ``text_rows`` replaced by the projected ``text_vectors`` (one per such row)."""
+        embeds = self.shared(input_ids)
+        if text_vectors is None or not len(text_vectors):
+            return embeds
+        slots = self.config.text_slots
+        # unit-norm sentence vectors have entries ~dim**-0.5: rescale to the tokens' ~1
+        scaled = text_vectors.to(embeds.dtype) * self.config.text_dim**0.5
+        projected = self.text_projection(scaled).view(len(text_vectors), slots, -1)
+        embeds = embeds.clone()
+        embeds[text_rows, 1 : 1 + slots] = projected
+        return embeds
+
+
+def build_text_t5(
+    config: T5Config, text_dim: int, text_slots: int, encoder_path: str
+) -> TextConditionedT5:
+    """A fresh :class:`TextConditionedT5`; ``encoder_path`` is recorded in its config."""
+    config.text_dim = int(text_dim)
+    config.text_slots = int(text_slots)
+    config.text_encoder_path = str(encoder_path)
+    return TextConditionedT5(config)
+
+
+class FrozenTextEncoder:
+    """A sentence-transformers model used frozen, with an in-memory cache of its vectors."""
+
+    def __init__(self, path: str | Path, batch_size: int = 256) -> None:
+        from semid.embeddings.encoders import load_sentence_encoder
+
+        self.path = str(path)
+        self.model = load_sentence_encoder(self.path, "cpu" if not torch.cuda.is_available() else "cuda")
+        self.model.eval()
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        from semid.embeddings.encoders import embedding_dimension
+
+        return embedding_dimension(self.model)
+
+    @property
+    def max_tokens(self) -> int:
+        """Input tokens the encoder reads (longer texts are truncated)."""
+        return int(self.model.max_seq_length)
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Unit-norm float32 vectors (n, dim); each distinct text is embedded once."""
+        from semid.embeddings.encoders import encode_texts
+
+        unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
+        # longest first keeps batches of similar length; sentence-transformers sorts too
+        vectors = encode_texts(
+            self.model, unique.tolist(), self.batch_size, normalize=True, progress=progress
+        )
+        return vectors[inverse.reshape(-1)]
+
+
+def id_token_vectors(
+    codes: np.ndarray, embeddings: np.ndarray, cardinalities: Sequence[int], dim: int, seed: int
+) -> list[np.ndarray]:
+    """One ``dim``-vector per (column, code), from the items carrying that code.
+
+    Column ``c`` code ``k`` gets the mean, over the items with that code, of the item's
+    embedding minus the mean of the items sharing its prefix ``codes[:, :c]`` (its residual
+    at that level; for RQ-kmeans this is close to the level's centroid). Vectors are projected
+    on the embeddings' top ``dim`` principal axes (random axes beyond their rank) and scaled to
+    unit variance per entry; codes no item carries get a random vector of the same scale.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    axes = vt[:dim].T
+    if axes.shape[1] < dim:
+        extra = rng.standard_normal((x.shape[1], dim - axes.shape[1])) / np.sqrt(x.shape[1])
+        axes = np.concatenate([axes, extra], axis=1)
+    out = []
+    prefix = np.zeros(len(codes), dtype=np.int64)
+    for col, card in enumerate(cardinalities):
+        _, group = np.unique(prefix, return_inverse=True)
+        group = group.reshape(-1)
+        counts = np.bincount(group).astype(np.float64)
+        group_mean = np.zeros((len(counts), x.shape[1]))
+        np.add.at(group_mean, group, x)
+        residual = x - group_mean[group] / counts[group, None]
+        code = codes[:, col]
+        sums = np.zeros((card, x.shape[1]))
+        np.add.at(sums, code, residual)
+        n = np.bincount(code, minlength=card).astype(np.float64)
+        mean = sums / np.maximum(n, 1)[:, None]
+        projected = mean @ axes
+        scale = projected[n > 0].std() if (n > 0).sum() > 1 else 1.0
+        projected = projected / (scale if scale > 0 else 1.0)
+        empty = n == 0
+        projected[empty] = rng.standard_normal((int(empty.sum()), dim))
+        out.append(projected.astype(np.float32))
+        prefix = prefix * card + code
+    return out
