@@ -275,9 +275,10 @@ class TemplateQueryGenerator:
     Parameters
     ----------
     title_share : float
-        Upper bound on the share of queries that contain the item's title (title queries are
-        spread over items so the bound holds overall, and per item ``per_item * title_share``
-        rounded either way).
+        Share of queries that contain the item's title, per item ``per_item * title_share``
+        rounded either way (spread over items so it holds overall). An upper bound with
+        ``specific=False``; with ``specific=True`` a floor, since items whose metadata cannot
+        be specific get title queries in place of attribute queries.
     progress : bool
         Show a progress bar.
     specific : bool
