@@ -1,8 +1,10 @@
 """Benchmark the quantizers: fit/encode time, peak RSS and every diagnostic.
 
 Catalogues: ``small`` = ml-latest-small (9,742 movies), ``25m`` = the ML-25M item table
-(62,423 movies). Item embeddings are MiniLM (all-MiniLM-L6-v2) content embeddings of
-"title. genre, genre" texts, L2-normalised, cached in ``benchmarks/.cache``.
+(62,423 movies; not in the repository: read from ``$SEMID_ML25M_ITEMS``,
+``../shared/data/ml-25m-items`` or a ``semid data download ml-25m`` copy). Item embeddings are
+MiniLM (all-MiniLM-L6-v2) content embeddings of "title. genre, genre" texts, L2-normalised,
+cached in ``benchmarks/.cache``.
 
     nice -n 10 python benchmarks/quantizers.py                       # everything
     python benchmarks/quantizers.py --catalogues small --quantizers rq-kmeans,rq-vae-tuned
@@ -33,10 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(__file__).resolve().parent / ".cache"
 RESULTS = Path(__file__).resolve().parent / "results"
-CATALOGUES = {
-    "small": ROOT / "data" / "ml-latest-small" / "movies.csv",
-    "25m": ROOT / "data" / "ml-25m-items" / "movies.csv",
-}
+SMALL_MOVIES = ROOT / "data" / "ml-latest-small" / "movies.csv"
 QUANTIZERS = [
     "rq-kmeans",
     "rq-kmeans-balanced",
@@ -138,6 +137,22 @@ ABLATION: dict[str, dict[str, Any]] = {
 }
 
 
+def catalogue_path(name: str) -> Path:
+    """``movies.csv`` of a catalogue; ML-25M is not in the repository (its licence forbids it)."""
+    if name == "small":
+        return SMALL_MOVIES
+    from semid.data.movielens import ML25M_ITEMS_ENV, ml25m_items_candidates, ml25m_items_dir
+
+    folder = ml25m_items_dir()
+    if folder is None:
+        looked = ", ".join(str(p) for p in ml25m_items_candidates())
+        raise SystemExit(
+            f"catalogue 25m: no ML-25M movies.csv (looked in {looked}); set {ML25M_ITEMS_ENV}="
+            "FOLDER or run `semid data download ml-25m`, or pass --catalogues small"
+        )
+    return folder / "movies.csv"
+
+
 def embed_catalogue(name: str) -> np.ndarray:
     """MiniLM content embeddings of a catalogue, cached as ``.cache/<name>-minilm.npy``."""
     cache = CACHE / f"{'ml-latest-small' if name == 'small' else 'ml-25m'}-minilm.npy"
@@ -147,7 +162,7 @@ def embed_catalogue(name: str) -> np.ndarray:
     import polars as pl
     from sentence_transformers import SentenceTransformer
 
-    frame = pl.read_csv(CATALOGUES[name])
+    frame = pl.read_csv(catalogue_path(name))
     texts = [
         f"{t}. {g.replace('|', ', ')}" for t, g in zip(frame["title"], frame["genres"], strict=True)
     ]

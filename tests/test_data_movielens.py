@@ -8,7 +8,14 @@ import polars as pl
 import pytest
 
 from semid.data import DataConfig, load_dataset
-from semid.data.movielens import detect_layout, parse_titles, resolve_path
+from semid.data.movielens import (
+    ML25M_ITEMS_ENV,
+    detect_layout,
+    ml25m_items_candidates,
+    ml25m_items_dir,
+    parse_titles,
+    resolve_path,
+)
 from semid.errors import DataError
 
 MOVIES_CSV = """movieId,title,genres
@@ -220,3 +227,28 @@ def test_bundled_ml_latest_small():
     assert data.interactions.height == 100836
     assert data.interactions["user_id"].n_unique() == 610
     assert data.items.filter(pl.col("item_id") == 1)["text"][0].startswith("Toy Story (1995).")
+
+
+def test_ml25m_items_found_from_env(tmp_path, monkeypatch):
+    folder = write(tmp_path / "my-ml25m", {"movies.csv": MOVIES_CSV})
+    monkeypatch.setenv(ML25M_ITEMS_ENV, str(folder))
+    assert ml25m_items_candidates()[0] == folder
+    assert ml25m_items_dir() == folder
+    nested = write(tmp_path / "zip" / "ml-25m", {"movies.csv": MOVIES_CSV}).parent
+    monkeypatch.setenv(ML25M_ITEMS_ENV, str(nested))
+    assert ml25m_items_dir() == nested / "ml-25m"
+
+
+def test_ml25m_item_table_reads_when_available():
+    folder = ml25m_items_dir()
+    if folder is None:
+        pytest.skip(
+            f"ML-25M item table not found (not redistributable, so not in the repository): set "
+            f"{ML25M_ITEMS_ENV}=FOLDER, use ../shared/data/ml-25m-items or run "
+            "`semid data download ml-25m`"
+        )
+    movies = pl.read_csv(folder / "movies.csv", columns=["movieId", "title", "genres"])
+    assert movies.height > 60_000 and movies["movieId"].is_unique().all()
+    title, year = parse_titles(pl.col("title"))
+    parsed = movies.select(title.alias("title"), year.alias("year"))
+    assert parsed["year"].null_count() < movies.height // 50

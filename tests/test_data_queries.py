@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from semid.data import QueryGenerator, TemplateQueryGenerator, load_query_file
+from semid.data import QueryConfig, QueryGenerator, TemplateQueryGenerator, load_query_file
 from semid.data.cli import queries_app
 from semid.data.dataset import Dataset
-from semid.data.queries import contains_title, title_share
-from semid.errors import DataError
+from semid.data.queries import contains_title, generate_queries, title_share
+from semid.errors import ConfigError, DataError
 
 GENRES = [
     ["Comedy", "Romance"], ["Horror"], ["Sci-Fi", "Action"], ["Drama", "War"],
@@ -37,7 +37,7 @@ def items_frame(n: int = 40) -> pl.DataFrame:
 
 def test_template_generator_properties():
     items = items_frame()
-    gen = TemplateQueryGenerator(title_share=0.2, progress=False)
+    gen = TemplateQueryGenerator(title_share=0.2, progress=False, specific=False)
     assert isinstance(gen, QueryGenerator)
     out = gen.generate(items, per_item=10, seed=7)
     assert out.schema == pl.Schema({"query": pl.String, "item_idx": pl.Int32})
@@ -59,11 +59,15 @@ def test_template_generator_properties():
 
 def test_title_share_zero_and_small_per_item():
     items = items_frame(20)
-    none = TemplateQueryGenerator(title_share=0.0, progress=False).generate(items, 6, 0)
+    none = TemplateQueryGenerator(title_share=0.0, progress=False, specific=False).generate(
+        items, 6, 0
+    )
     titles = items["title"].gather(none["item_idx"]).to_list()
     assert title_share(none["query"].to_list(), titles) == 0.0
     # 4 per item * 0.2 = 0.8 title queries per item: spread over items, bound still held
-    few = TemplateQueryGenerator(title_share=0.2, progress=False).generate(items, 4, 0)
+    few = TemplateQueryGenerator(title_share=0.2, progress=False, specific=False).generate(
+        items, 4, 0
+    )
     titles = items["title"].gather(few["item_idx"]).to_list()
     assert 0.15 <= title_share(few["query"].to_list(), titles) <= 0.2
     assert contains_title("watch up tonight", "Up") and not contains_title("upbeat", "Up")
@@ -84,6 +88,58 @@ def test_item_without_metadata_gets_fewer_but_distinct_queries():
     )
     out = TemplateQueryGenerator(progress=False).generate(items, per_item=10, seed=0)
     assert 1 <= out.height <= 10 and out["query"].n_unique() == out.height
+
+
+def test_specific_queries_single_out_few_items():
+    items = items_frame(80)
+    gen = TemplateQueryGenerator(progress=False, max_items_per_query=3)
+    out = gen.generate(items, per_item=8, seed=1)
+    assert out.equals(gen.generate(items, per_item=8, seed=1))
+    assert out.group_by("item_idx").len()["len"].min() >= 6
+    titles = items["title"].gather(out["item_idx"]).to_list()
+    named = [contains_title(q, t) for q, t in zip(out["query"], titles, strict=True)]
+    plain = out.filter(~pl.Series(named))
+    assert plain.height > 0.2 * out.height  # attribute queries remain where metadata allows
+    lower = pl.col("query").str.to_lowercase()
+    per_text = plain.group_by(lower).agg(pl.col("item_idx").n_unique())
+    # a non-title text can only be shared by items with every attribute it states: at most 3
+    assert per_text["item_idx"].max() <= 3
+    generic = TemplateQueryGenerator(progress=False, specific=False).generate(items, 8, 1)
+    generic_text = generic.group_by(lower).agg(pl.col("item_idx").n_unique())
+    assert generic_text["item_idx"].max() > 3  # the generic queries are ambiguous
+
+
+def test_specific_falls_back_to_title_queries_for_common_metadata():
+    n = 12  # twelve 2001 dramas without tags: no attribute combination singles one out
+    items = pl.DataFrame(
+        {
+            "item_idx": pl.Series(range(n), dtype=pl.Int32),
+            "item_id": list(range(1, n + 1)),
+            "title": [f"Drama Number {i}" for i in range(n)],
+            "year": pl.Series([2001] * n, dtype=pl.Int32),
+            "genres": [["Drama"]] * n,
+            "tags": [[]] * n,
+            "text": [f"Drama Number {i}" for i in range(n)],
+        },
+        schema_overrides={"tags": pl.List(pl.String)},
+    )
+    out = TemplateQueryGenerator(progress=False).generate(items, per_item=10, seed=0)
+    titles = items["title"].gather(out["item_idx"]).to_list()
+    assert out.height == 10 * n
+    assert title_share(out["query"].to_list(), titles) == 1.0
+    with pytest.raises(ConfigError, match="max_items_per_query=0"):
+        TemplateQueryGenerator(progress=False, max_items_per_query=0).generate(items, 4, 0)
+
+
+def test_query_config_defaults_to_specific():
+    cfg = QueryConfig()
+    assert cfg.specific is True and cfg.max_items_per_query == 5
+    items = items_frame(40)
+    made = generate_queries(items, cfg.model_copy(update={"per_item": 4}), 0)
+    direct = TemplateQueryGenerator(progress=False).generate(items, 4, 0)
+    assert made.equals(direct)
+    generic = generate_queries(items, cfg.model_copy(update={"per_item": 4, "specific": False}), 0)
+    assert not generic.equals(direct)
 
 
 def catalogue() -> Dataset:

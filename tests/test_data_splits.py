@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 from semid.data import DataConfig, QueryConfig, make_splits
-from semid.data.dataset import Dataset
-from semid.data.splits import leave_last_out, split_queries
+from semid.data.dataset import Dataset, Splits
+from semid.data.importer import build_dataset
+from semid.data.splits import leave_last_out, order_ties, split_queries, tie_stats
 from semid.errors import ConfigError, DataError
 
 
@@ -155,3 +156,89 @@ def test_file_queries_with_their_own_split(tmp_path):
         make_splits(data, DataConfig(drop_short_users=True), cfg, 0)
     assert 'line 3: \'split\' must be "train" or "test", got "valid"' in str(err.value)
     assert "line 2: missing key 'split' (other lines have one)" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- tie rule
+
+# user 1: items 3 and 7 tie at t=20 (the valid item is one of them, tied with a train item)
+# user 2: items 4 and 6 tie at t=8, the last timestamp (test and valid tied)
+# user 3: no ties; user 4: too short to split (its tie is not counted)
+TIE_ROWS = [(1, 5, 10), (1, 3, 20), (1, 7, 20), (1, 9, 30),
+            (2, 1, 5), (2, 2, 6), (2, 4, 8), (2, 6, 8),
+            (3, 1, 1), (3, 2, 2), (3, 3, 3),
+            (4, 1, 1), (4, 2, 1)]  # fmt: skip
+
+
+def tie_frame(rows: list[tuple[int, int, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_idx": pl.Series([r[1] for r in rows], dtype=pl.Int32),
+            "timestamp": [r[2] for r in rows],
+        }
+    )
+
+
+def test_ties_are_permuted_by_seed_and_nothing_else():
+    inter = tie_frame(TIE_ROWS)
+    seen_test, seen_valid = set(), set()
+    for seed in range(20):
+        seq = leave_last_out(inter, 3, drop_short_users=True, seed=seed)
+        assert seq.equals(leave_last_out(inter, 3, drop_short_users=True, seed=seed))
+        u1, u2, u3 = seq.iter_rows(named=True)
+        # non-tied interactions keep their chronological place
+        assert u3["train"] == [1] and u3["valid"] == 2 and u3["test"] == 3
+        assert u1["test"] == 9 and u1["train"][0] == 5
+        assert {u1["train"][1], u1["valid"]} == {3, 7}
+        assert u2["train"] == [1, 2] and {u2["valid"], u2["test"]} == {4, 6}
+        seen_test.add(u2["test"])
+        seen_valid.add(u1["valid"])
+    assert seen_test == {4, 6} and seen_valid == {3, 7}  # the seed, not movieId, decides
+
+
+def test_tie_order_ignores_file_row_order():
+    inter = tie_frame(TIE_ROWS)
+    shuffled = [tie_frame(TIE_ROWS[::-1]), inter.sample(fraction=1.0, shuffle=True, seed=7)]
+    for seed in (0, 1, 2):
+        expected = leave_last_out(inter, 3, drop_short_users=True, seed=seed)
+        for frame in shuffled:
+            assert leave_last_out(frame, 3, drop_short_users=True, seed=seed).equals(expected)
+            assert order_ties(frame, seed).equals(order_ties(inter, seed))
+
+
+def test_tie_stats_counted_by_hand():
+    assert tie_stats(tie_frame(TIE_ROWS), 3) == {
+        "users": 3,
+        "test_tied": 1,  # user 2
+        "valid_tied": 2,  # users 1 and 2
+        "valid_train_tied": 1,  # user 1
+        "tied_blocks": 2,  # (1, t=20), (2, t=8); user 4 is not split
+        "tied_interactions": 4,
+    }
+    assert tie_stats(tie_frame(TIE_ROWS), 2)["tied_blocks"] == 3
+
+
+def test_make_splits_saves_tie_stats(tmp_path):
+    inter = tie_frame(TIE_ROWS).with_columns(pl.lit(None, pl.Float32).alias("rating"))
+    items = build_dataset(
+        pl.DataFrame({"item_id": list(range(10)), "title": [f"Movie {i}" for i in range(10)]}),
+        pl.DataFrame({"user_id": [1], "item_id": [0], "timestamp": [1]}),
+    ).items
+    data = Dataset(items=items, interactions=inter)
+    splits = make_splits(
+        data, DataConfig(drop_short_users=True), QueryConfig(per_item=3, test_per_item=1), 3
+    )
+    assert splits.tie_stats["test_tied"] == 1 and splits.tie_stats["users"] == 3
+    splits.save(tmp_path)
+    assert Splits.load(tmp_path).tie_stats == splits.tie_stats
+    (tmp_path / "tie_stats.json").unlink()  # a split saved before the tie counts existed
+    assert Splits.load(tmp_path).tie_stats == {}
+
+
+def test_dataset_tie_order_does_not_follow_file_rows():
+    items = pl.DataFrame({"item_id": [1, 2, 3], "title": ["A", "B", "C"]})
+    rows = {"user_id": [1, 1, 1, 1], "item_id": [3, 1, 2, 2], "timestamp": [5, 5, 1, 9]}
+    forward = build_dataset(items, pl.DataFrame(rows)).interactions
+    backward = build_dataset(items, pl.DataFrame(rows).reverse()).interactions
+    assert forward.equals(backward)
+    assert forward["item_idx"].to_list() == [1, 0, 2, 1]  # t=1, then t=5 in item order, t=9

@@ -3,6 +3,7 @@
 - :func:`load_dataset` — any MovieLens layout, an imported catalogue or a saved dataset folder.
 - :func:`make_splits` — leave-last-out sequences and the train/test search queries.
 - :func:`load_query_file` — a JSONL query file mapped onto a catalogue.
+- :func:`query_ambiguity` — how ambiguous a query set is, and its ceiling on Recall@K.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from semid.data.ambiguity import query_ambiguity
 from semid.data.config import DataConfig, QueryConfig
 from semid.data.dataset import Dataset, Splits
 from semid.data.importer import build_dataset, import_catalogue, load_internal, read_table
@@ -20,7 +22,7 @@ from semid.data.queries import (
     load_query_file,
     register_query_generator,
 )
-from semid.data.splits import leave_last_out, make_splits, split_queries
+from semid.data.splits import leave_last_out, make_splits, order_ties, split_queries, tie_stats
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,11 @@ __all__ = [
     "load_dataset",
     "load_query_file",
     "make_splits",
+    "order_ties",
+    "query_ambiguity",
     "register_query_generator",
     "split_queries",
+    "tie_stats",
 ]
 
 

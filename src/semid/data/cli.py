@@ -157,10 +157,20 @@ def template(
     path: Annotated[Path | None, typer.Option(help="Folder of the dataset's files.")] = None,
     per_item: Annotated[int, typer.Option(help="Queries per item.")] = 10,
     title_share: Annotated[
-        float, typer.Option(help="At most this share of queries contains the title.")
+        float, typer.Option(help="Share of queries that contain the title (--generic: at most).")
     ] = 0.2,
     max_items: Annotated[int | None, typer.Option(help="Only the N most interacted items.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    specific: Annotated[
+        bool,
+        typer.Option(
+            "--specific/--generic",
+            help="Specific: each query names the title or states attributes few items share.",
+        ),
+    ] = True,
+    max_items_per_query: Annotated[
+        int, typer.Option(help="Specific queries: items an attribute combination may match.")
+    ] = 5,
 ) -> None:
     """Write template search queries for a dataset as JSONL, to inspect or edit.
 
@@ -172,7 +182,10 @@ def template(
 
     cfg = _config(dataset, path, max_items=max_items)
     data = load_dataset(cfg)
-    queries = TemplateQueryGenerator(title_share=title_share).generate(data.items, per_item, seed)
+    generator = TemplateQueryGenerator(
+        title_share=title_share, specific=specific, max_items_per_query=max_items_per_query
+    )
+    queries = generator.generate(data.items, per_item, seed)
     id_key = "movieId" if cfg.dataset in MOVIELENS_NAMES else "item_id"
     n = write_query_file(out, queries, data.items, id_key=id_key)
     console.print(f"{out}: {n:,} queries for {data.items.height:,} items")

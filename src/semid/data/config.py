@@ -59,5 +59,19 @@ class QueryConfig(BaseModel):
         0.2,
         ge=0.0,
         le=1.0,
-        description="Template queries: at most this share of queries contains the item's title.",
+        description="Template queries: this share of queries contains the item's title (an "
+        "upper bound with specific=false; with specific=true, items whose metadata cannot be "
+        "specific get more title queries).",
+    )
+    specific: bool = Field(
+        True,
+        description="Template queries: every query names the title or states attributes "
+        "(genres, decade, year, era, tags) that at most max_items_per_query items share; false: "
+        "the generic queries of earlier versions ('recommend me a drama').",
+    )
+    max_items_per_query: int = Field(
+        5,
+        ge=1,
+        description="Template queries with specific=true: a non-title query's attribute "
+        "combination matches at most this many catalogue items.",
     )

@@ -517,7 +517,7 @@ def build_dataset(
     ----------
     items, interactions : pl.DataFrame
         Tables in the generic schema (module docstring). Row order is the file's row order; it
-        numbers the rows in error messages and breaks timestamp ties.
+        numbers the rows in error messages; it does not order anything.
     items_source, interactions_source : Source or str
         File names (and the files' own column names) used in error messages.
     rating_threshold : float, optional
@@ -534,7 +534,8 @@ def build_dataset(
     -------
     Dataset
         ``items`` sorted by ``item_id`` (``item_idx`` = row), ``interactions`` sorted by user,
-        then timestamp, then original row order.
+        then timestamp, then ``item_idx`` (ties do not follow the file's row order; the split
+        stage reorders them with a seeded hash, see :mod:`semid.data.splits`).
 
     Raises
     ------
@@ -617,7 +618,9 @@ def _normalise(
     index = items.select("item_id", "item_idx")
     interactions = interactions.join(index, on="item_id", how="left", maintain_order="left")
     if not _chronological(interactions):  # a saved dataset is already in order: skip the sort
-        interactions = interactions.sort(["user_id", "timestamp", _ROW])
+        # ties (same user and timestamp) in item order, not file order; the split stage then
+        # orders them by a seeded hash (semid.data.splits.order_ties)
+        interactions = interactions.sort(["user_id", "timestamp", "item_idx", "rating", _ROW])
     interactions = interactions.select(
         "user_id", "item_idx", "timestamp", pl.col("rating").cast(pl.Float32)
     )
@@ -625,9 +628,12 @@ def _normalise(
 
 
 def _chronological(interactions: pl.DataFrame) -> bool:
-    """Whether rows are already sorted by user, then timestamp."""
+    """Whether rows are already sorted by user, then timestamp, then item (inside a tie)."""
     user_step = pl.col("user_id").diff()
-    in_order = (user_step > 0) | ((user_step == 0) & (pl.col("timestamp").diff() >= 0))
+    time_step = pl.col("timestamp").diff()
+    in_order = (user_step > 0) | (
+        (user_step == 0) & ((time_step > 0) | ((time_step == 0) & (pl.col("item_idx").diff() >= 0)))
+    )
     return bool(interactions.select(in_order.fill_null(True).all()).item())
 
 

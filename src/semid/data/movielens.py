@@ -136,6 +136,34 @@ def data_dirs() -> list[Path]:
     return [*dirs, bundled_data_dir(), datasets_cache_dir()]
 
 
+ML25M_ITEMS_ENV = "SEMID_ML25M_ITEMS"
+
+
+def ml25m_items_candidates() -> list[Path]:
+    """Where the ML-25M item table (a folder with ``movies.csv``) is looked for, in order.
+
+    ``$SEMID_ML25M_ITEMS`` (a user's copy), the workspace's shared folder
+    ``../shared/data/ml-25m-items`` beside the repository, then a full ML-25M folder found by
+    name (``$SEMID_DATA_DIR``, the download cache: ``semid data download ml-25m``). ML-25M's
+    licence forbids redistribution, so the repository does not carry it.
+    """
+    override = os.environ.get(ML25M_ITEMS_ENV)
+    found = [Path(override).expanduser()] if override else []
+    found.append(bundled_data_dir().parent.parent / "shared" / "data" / "ml-25m-items")
+    return [*found, *(folder / "ml-25m" for folder in data_dirs())]
+
+
+def ml25m_items_dir() -> Path | None:
+    """The first folder of :func:`ml25m_items_candidates` holding ``movies.csv``, or None."""
+    for folder in ml25m_items_candidates():
+        if (folder / "movies.csv").is_file():
+            return folder
+        nested = list(folder.glob("*/movies.csv")) if folder.is_dir() else []
+        if len(nested) == 1:  # an unpacked zip: ml-25m/ml-25m/movies.csv
+            return nested[0].parent
+    return None
+
+
 def resolve_path(name: str, path: Path | None) -> Path:
     """The folder of dataset ``name``: ``path`` if given, else the bundled or cached copy."""
     if path is not None:

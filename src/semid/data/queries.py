@@ -8,9 +8,20 @@ with a matching ``generate`` method plugs in (:class:`QueryGenerator`);
 
 The offline :class:`TemplateQueryGenerator` writes varied, natural-sounding queries from the
 metadata alone — genres, decade, tags, moods and occasions tied to the genres — in many sentence
-shapes, and mentions the title in only a minority of them (``title_share``). Items with the same
-metadata get similar queries; that is what the metadata supports, and evaluation numbers on such
-queries should be read with that in mind.
+shapes, and mentions the title in a minority of them (``title_share``).
+
+Specific queries (the default, ``queries.specific=true``): a query either names the title or
+states a combination of attributes that singles out few items. The attributes a query states
+are its genres, decade, year, era ("classic", "recent", ...) and tags (moods and occasions only
+colour the sentence and constrain nothing); a non-title query is kept only if at most
+``max_items_per_query`` items of the catalogue have every attribute it states. Extra sentence
+shapes that combine several attributes (two or three genres with a year, a year with a tag, ...)
+are used in this mode. An item whose metadata cannot be that specific gets title queries
+instead, so ``title_share`` is then a lower bound per item, not an upper one. With
+``specific=false`` the generator writes the generic queries of earlier versions (same output
+for the same seed): "recommend me a drama" belongs to hundreds of items, so a recall number on
+such queries mixes retrieval quality with a coin toss (measure it with
+:func:`semid.data.ambiguity.query_ambiguity`).
 
 Query files are JSONL, one ``{"query": str, "movieId": int}`` object per line (``item_id`` is
 accepted instead of ``movieId``; optional ``group`` and ``split`` keys are kept).
@@ -26,6 +37,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
@@ -153,6 +165,36 @@ _TITLE_TEMPLATES = (
     "the {y} movie {title}",
     "{title} {t}",
 )
+# Extra shapes of the specific mode: several attributes at once ({gw3}: a third genre word).
+_SPECIFIC_TEMPLATES = (
+    "A~ {y} {gw} and {gw2} movie",
+    "{gw} and {gw2} movie from {y}",
+    "any {gw} and {gw2} movies from {y}?",
+    "A~ {m} {y} {gw} and {gw2} movie",
+    "A~ {gw}, {gw2} and {gw3} movie from {y}",
+    "{gw}, {gw2} and {gw3} movie from the {d}",
+    "A~ {y} {g} with {t}",
+    "A~ {y} {g} about {t}",
+    "I want to watch A~ {y} {g} about {t}",
+    "{gw} movie from {y} about {t}",
+    "A~ {d} {gw} and {gw2} movie with {t}",
+    "looking for A~ {y} {gw} and {gw2} movie with {t}",
+    "{gw} and {gw2} movie with {t} and {t2}",
+    "{t} and {t2}: A~ {gw} movie from {y}",
+    "A~ {d} {g} about {t} and {t2}",
+)
+# Extra title shapes of the specific mode, where title queries replace non-specific ones.
+_SPECIFIC_TITLE_TEMPLATES = (
+    "{title} film",
+    "the movie {title}",
+    "{title} ({y})",
+    "I want to watch {title}",
+    "looking for {title}",
+    "where can I watch {title}",
+    "{title}, the {gw} movie",
+    "{title} from the {d}",
+    "{title} about {t}",
+)
 _SLOT = re.compile(r"\{(\w+)\}")
 _ARTICLE = re.compile(r"A~ (\S)")
 
@@ -181,22 +223,83 @@ def _era(year: int) -> str | None:
     return None
 
 
+# What a query states about its item: (genres, decade, year, era, tags); None = not stated.
+Constraint = tuple[frozenset[str], int | None, int | None, str | None, frozenset[str]]
+
+
+class _Catalogue:
+    """Counts the catalogue's items that have every attribute a query states."""
+
+    def __init__(self, items: pl.DataFrame) -> None:
+        n = items.height
+        self.n = n
+        years = items["year"].fill_null(-1).cast(pl.Int64).to_numpy()
+        self.years = years
+        self.eras = np.array([_era(int(y)) if y >= 0 else None for y in years], dtype=object)
+        self.genres = self._index(items["genres"], n)
+        self.tags = self._index(items["tags"], n)
+        self.cache: dict[Constraint, int] = {}
+
+    @staticmethod
+    def _index(column: pl.Series, n: int) -> dict[str, np.ndarray]:
+        masks: dict[str, np.ndarray] = {}
+        for row, values in enumerate(column.to_list()):
+            for value in values or []:
+                masks.setdefault(value, np.zeros(n, dtype=bool))[row] = True
+        return masks
+
+    def count(self, constraint: Constraint) -> int:
+        """Items matching every stated attribute (all items if nothing is stated)."""
+        if constraint in self.cache:
+            return self.cache[constraint]
+        genres, decade, year, era, tags = constraint
+        mask = np.ones(self.n, dtype=bool)
+        empty = np.zeros(self.n, dtype=bool)
+        for genre in genres:
+            mask &= self.genres.get(genre, empty)
+        for tag in tags:
+            mask &= self.tags.get(tag, empty)
+        if decade is not None:
+            mask &= (self.years >= decade) & (self.years < decade + 10)
+        if year is not None:
+            mask &= self.years == year
+        if era is not None:
+            mask &= self.eras == era
+        self.cache[constraint] = found = int(mask.sum())
+        return found
+
+
 class TemplateQueryGenerator:
     """Offline queries from item metadata, in varied sentence shapes.
 
     Parameters
     ----------
     title_share : float
-        Upper bound on the share of queries that contain the item's title (title queries are
-        spread over items so the bound holds overall, and per item ``per_item * title_share``
-        rounded either way).
+        Share of queries that contain the item's title, per item ``per_item * title_share``
+        rounded either way (spread over items so it holds overall). An upper bound with
+        ``specific=False``; with ``specific=True`` a floor, since items whose metadata cannot
+        be specific get title queries in place of attribute queries.
     progress : bool
         Show a progress bar.
+    specific : bool
+        Keep a non-title query only if at most ``max_items_per_query`` catalogue items have
+        every attribute it states; fill the rest with title queries (module docstring).
+        ``False``: the generic queries, unchanged from earlier versions.
+    max_items_per_query : int
+        The specificity bound of ``specific`` mode.
     """
 
-    def __init__(self, title_share: float = 0.2, progress: bool = True) -> None:
+    def __init__(
+        self,
+        title_share: float = 0.2,
+        progress: bool = True,
+        specific: bool = True,
+        max_items_per_query: int = 5,
+    ) -> None:
         self.title_share = title_share
         self.progress = progress
+        self.specific = specific
+        self.max_items_per_query = max_items_per_query
 
     def generate(self, items: pl.DataFrame, per_item: int = 10, seed: int = 0) -> pl.DataFrame:
         """Up to ``per_item`` distinct queries per item; deterministic given ``seed``."""
@@ -204,6 +307,11 @@ class TemplateQueryGenerator:
             raise ConfigError(f"queries.title_share={self.title_share}: must be in [0, 1]")
         if per_item < 1:
             raise ConfigError(f"queries.per_item={per_item}: must be at least 1")
+        if self.max_items_per_query < 1:
+            raise ConfigError(
+                f"queries.max_items_per_query={self.max_items_per_query}: must be at least 1"
+            )
+        self._catalogue = _Catalogue(items) if self.specific else None
         rows = items.select("item_idx", "title", "year", "genres", "tags").iter_rows()
         queries: list[str] = []
         targets: list[int] = []
@@ -240,33 +348,74 @@ class TemplateQueryGenerator:
         tags = list(tags or [])
         words = [_SHORT.get(g, _GENRES[g][0]) if g in _GENRES else g.lower() for g in genres]
         title = (title or "").strip()
+        catalogue = self._catalogue
+        templates, title_templates = _TEMPLATES, _TITLE_TEMPLATES
+        if catalogue is not None:
+            title_templates = _TITLE_TEMPLATES + _SPECIFIC_TITLE_TEMPLATES
+            templates = self._specific_templates(catalogue, year, genres, tags)
+            if not templates:
+                n_title = per_item if title else 0  # no attribute combination singles it out
         plain: list[str] = []
         titled: list[str] = []
         seen: set[str] = set()
-        attempts = 0
-        while (
-            len(plain) < per_item - n_title or len(titled) < n_title
-        ) and attempts < 40 * per_item:
-            attempts += 1
-            want_title = (
-                bool(title)
-                and len(titled) < n_title
-                and (len(plain) >= per_item - n_title or rng.random() < 0.3)
-            )
-            template = rng.choice(_TITLE_TEMPLATES if want_title else _TEMPLATES)
-            query = self._fill(rng, template, title, year, genres, words, tags)
-            if query is None or query.lower() in seen:
-                continue
-            has_title = contains_title(query, title)
-            if has_title and len(titled) >= n_title:
-                continue
-            if not has_title and len(plain) >= per_item - n_title:
-                continue
-            seen.add(query.lower())
-            (titled if has_title else plain).append(query)
+        for _round in range(2 if catalogue is not None else 1):
+            if _round == 1:  # specific mode: title queries replace the non-specific ones
+                if len(plain) >= per_item - n_title or not title:
+                    break
+                n_title = per_item - len(plain)
+            attempts = 0
+            while (
+                len(plain) < per_item - n_title or len(titled) < n_title
+            ) and attempts < 40 * per_item:
+                attempts += 1
+                want_title = (
+                    bool(title)
+                    and len(titled) < n_title
+                    and (len(plain) >= per_item - n_title or rng.random() < 0.3)
+                )
+                template = rng.choice(title_templates if want_title else templates)
+                filled = self._fill(rng, template, title, year, genres, words, tags)
+                if filled is None or filled[0].lower() in seen:
+                    continue
+                query, stated = filled
+                has_title = contains_title(query, title)
+                if has_title and len(titled) >= n_title:
+                    continue
+                if not has_title and len(plain) >= per_item - n_title:
+                    continue
+                if (
+                    not has_title
+                    and catalogue is not None
+                    and catalogue.count(stated) > self.max_items_per_query
+                ):
+                    continue
+                seen.add(query.lower())
+                (titled if has_title else plain).append(query)
         out = plain + titled
         rng.shuffle(out)
         return out
+
+    def _specific_templates(
+        self, catalogue: _Catalogue, year: int | None, genres: list[str], tags: list[str]
+    ) -> tuple[str, ...]:
+        """The templates that can single out this item: those whose slots, filled with every
+        attribute of the item they can state, match few enough items (a necessary condition;
+        each filled query is checked again)."""
+        every: dict[str, Constraint] = {}
+        keep = []
+        for template in _TEMPLATES + _SPECIFIC_TEMPLATES:
+            shape = _TEMPLATE_SHAPES[template]
+            if shape not in every:
+                every[shape] = (
+                    frozenset(genres) if shape[0] else frozenset(),
+                    year // 10 * 10 if year and shape[1] else None,
+                    year if year and shape[2] else None,
+                    _era(year) if year and shape[3] else None,
+                    frozenset(tags) if shape[4] else frozenset(),
+                )
+            if catalogue.count(every[shape]) <= self.max_items_per_query:
+                keep.append(template)
+        return tuple(keep)
 
     @staticmethod
     def _fill(
@@ -277,31 +426,42 @@ class TemplateQueryGenerator:
         genres: list[str],
         words: list[str],
         tags: list[str],
-    ) -> str | None:
-        """``template`` with its slots drawn from the item's metadata; None if one is missing."""
+    ) -> tuple[str, Constraint] | None:
+        """``template`` filled from the item's metadata, and the attributes the text states.
+
+        None if a slot has no value for this item.
+        """
         names = _TEMPLATE_SLOTS[template]
         available = {
             "d": year, "y": year, "era": year and _era(year), "gw": words, "gw2": len(words) >= 2,
-            "t": tags, "t2": len(tags) >= 2, "title": title,
+            "gw3": len(words) >= 3, "t": tags, "t2": len(tags) >= 2, "title": title,
         }  # fmt: skip
         if any(name in available and not available[name] for name in names):
             return None
         picked = rng.sample(genres, k=min(len(genres), rng.choice((1, 1, 2)))) if genres else []
         known = [g for g in picked if g in _GENRES]
         values: dict[str, str] = {}
+        stated_genres: list[str] = []
         if "g" in names:
             if len(picked) == 2 and len(known) == 2:
                 values["g"] = f"{_GENRES[known[0]][0]} {_GENRES[known[1]][1]}"
+                stated_genres += known
             elif picked and picked[0] in _GENRES:
                 values["g"] = _GENRES[picked[0]][1]
+                stated_genres.append(picked[0])
             elif picked:
                 values["g"] = f"{picked[0].lower()} movie"
+                stated_genres.append(picked[0])
             else:
                 values["g"] = rng.choice(("movie", "film"))
-        if "gw2" in names:
+        if "gw3" in names:
+            values["gw"], values["gw2"], values["gw3"] = rng.sample(words, 3)
+        elif "gw2" in names:
             values["gw"], values["gw2"] = rng.sample(words, 2)
         elif "gw" in names:
             values["gw"] = rng.choice(words)
+        genre_of = dict(zip(words, genres, strict=True))
+        stated_genres += [genre_of[values[k]] for k in ("gw", "gw2", "gw3") if k in values]
         if "t2" in names:
             values["t"], values["t2"] = rng.sample(tags, 2)
         elif "t" in names:
@@ -327,14 +487,39 @@ class TemplateQueryGenerator:
         if len(set(long_words)) < len(long_words):
             return None
         text = _SLOT.sub(lambda m: values[m.group(1)], template)
-        return _ARTICLE.sub(_article, text)
+        stated: Constraint = (
+            frozenset(stated_genres),
+            int(year) // 10 * 10 if year and "d" in names else None,
+            int(year) if year and "y" in names else None,
+            values["era"] if "era" in names else None,
+            frozenset(values[k] for k in ("t", "t2") if k in values),
+        )
+        return _ARTICLE.sub(_article, text), stated
 
 
-_TEMPLATE_SLOTS = {t: tuple(_SLOT.findall(t)) for t in _TEMPLATES + _TITLE_TEMPLATES}
+_TEMPLATE_SLOTS = {
+    t: tuple(_SLOT.findall(t))
+    for t in _TEMPLATES + _SPECIFIC_TEMPLATES + _TITLE_TEMPLATES + _SPECIFIC_TITLE_TEMPLATES
+}
+# which attributes a template can state: (genre, decade, year, era, tag)
+_TEMPLATE_SHAPES = {
+    t: (
+        bool({"g", "gw"} & set(slots)),
+        "d" in slots,
+        "y" in slots,
+        "era" in slots,
+        "t" in slots,
+    )
+    for t, slots in _TEMPLATE_SLOTS.items()
+}
 
 
 _GENERATORS: dict[str, Callable[[QueryConfig], QueryGenerator]] = {
-    "template": lambda cfg: TemplateQueryGenerator(title_share=cfg.title_share),
+    "template": lambda cfg: TemplateQueryGenerator(
+        title_share=cfg.title_share,
+        specific=cfg.specific,
+        max_items_per_query=cfg.max_items_per_query,
+    ),
 }
 
 

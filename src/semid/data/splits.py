@@ -1,9 +1,20 @@
 """Leave-last-out user sequences, and the train/test split of search queries.
 
-Sequences: each user's interactions in chronological order (ties: the file's row order); the
-last item is the test target, the one before it the validation target, everything earlier is
-the training prefix (kept whole: examples truncate it to ``max_history`` when they are built).
-Consuming the same item twice is kept as it is.
+Sequences: each user's interactions in chronological order; the last item is the test target,
+the one before it the validation target, everything earlier is the training prefix (kept whole:
+examples truncate it to ``max_history`` when they are built). Consuming the same item twice is
+kept as it is.
+
+Tie rule: interactions of one user with the same timestamp (a *tied block*: MovieLens logs
+several ratings in the same second) have no chronological order. Inside a tied block they are
+ordered by a seeded hash of ``(seed, user_id, item_idx)`` (SplitMix64; :func:`order_ties`):
+deterministic given the run seed, a different order for another seed, and independent of the
+file's row order (ml-latest-small's ``ratings.csv`` is sorted by movieId, so file order would
+make the test item the highest movieId of its block). Interactions with distinct timestamps
+keep their chronological order. The rule is applied once, before the split, so it holds for
+train, valid and test alike. :func:`tie_stats` counts how many users' test and valid items
+came from a tied block (those targets are a seeded draw, not the user's last item); the counts
+are saved beside the split (``tie_stats.json``, :attr:`Splits.tie_stats`).
 
 Queries: split per item, so every item has training queries and test queries are never seen in
 training. Of an item's distinct queries, ``test_per_item`` go to test (seeded choice) but at
@@ -25,24 +36,130 @@ from semid.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of uint64 values (wrapping arithmetic)."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def tie_key(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Seeded 64-bit hash of each ``(seed, user, item)``: the order of a tied block.
+
+    Parameters
+    ----------
+    seed : int
+        The run seed.
+    users, items : np.ndarray
+        Integer user ids and item indices, one per interaction.
+
+    Returns
+    -------
+    np.ndarray
+        uint64 keys; equal only for equal ``(user, item)`` pairs (up to hash collisions).
+    """
+    with np.errstate(over="ignore"):
+        base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+        key = _splitmix64(base ^ np.asarray(users, dtype=np.int64).astype(np.uint64))
+        return _splitmix64(key ^ np.asarray(items, dtype=np.int64).astype(np.uint64))
+
+
+def order_ties(interactions: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Sort by user, then timestamp, then the seeded :func:`tie_key` inside tied blocks.
+
+    Parameters
+    ----------
+    interactions : pl.DataFrame
+        ``user_id``, ``item_idx``, ``timestamp`` in any row order.
+    seed : int
+        The run seed.
+
+    Returns
+    -------
+    pl.DataFrame
+        The same rows (and columns): chronological per user, ties in seeded hash order. The
+        result does not depend on the input's row order (rows equal in user, item and
+        timestamp keep their relative order).
+    """
+    key = tie_key(seed, interactions["user_id"].to_numpy(), interactions["item_idx"].to_numpy())
+    return (
+        interactions.with_columns(pl.Series("_tie", key, dtype=pl.UInt64))
+        .sort(["user_id", "timestamp", "_tie"], maintain_order=True)
+        .drop("_tie")
+    )
+
+
+def tie_stats(interactions: pl.DataFrame, min_user_interactions: int = 3) -> dict[str, int]:
+    """How many split users' test and valid items came from a tied (user, timestamp) block.
+
+    Parameters
+    ----------
+    interactions : pl.DataFrame
+        ``user_id``, ``timestamp`` (any order).
+    min_user_interactions : int
+        Only users with at least this many interactions are split, and counted.
+
+    Returns
+    -------
+    dict[str, int]
+        ``users`` (users split), ``test_tied`` (test item shares its timestamp with another
+        interaction of the user: then with the valid item), ``valid_tied`` (valid item shares
+        its timestamp with the test item or a training item), ``valid_train_tied`` (valid item
+        shares its timestamp with a training item), ``tied_blocks`` and ``tied_interactions``
+        (blocks of 2+ same-user same-timestamp interactions among split users, and the
+        interactions in them).
+    """
+    per_user = (
+        interactions.group_by("user_id")
+        .agg(pl.len().alias("n"), pl.col("timestamp").sort(descending=True).head(3).alias("ts"))
+        .filter(pl.col("n") >= min_user_interactions)
+    )
+    last, valid, before = (pl.col("ts").list.get(i, null_on_oob=True) for i in range(3))
+    counts = per_user.select(
+        pl.len().alias("users"),
+        (last == valid).sum().alias("test_tied"),
+        ((valid == last) | (valid == before)).sum().alias("valid_tied"),
+        (valid == before).sum().alias("valid_train_tied"),
+    ).row(0, named=True)
+    blocks = (
+        interactions.filter(pl.col("user_id").is_in(per_user["user_id"].implode()))
+        .group_by("user_id", "timestamp")
+        .len()
+        .filter(pl.col("len") > 1)
+    )
+    counts["tied_blocks"] = blocks.height
+    counts["tied_interactions"] = int(blocks["len"].sum()) if blocks.height else 0
+    return {k: int(v or 0) for k, v in counts.items()}
+
+
 def leave_last_out(
     interactions: pl.DataFrame,
     min_user_interactions: int = 3,
     drop_short_users: bool = False,
     source: str = "interactions",
+    seed: int = 0,
 ) -> pl.DataFrame:
-    """Per-user ``train`` prefix, ``valid`` and ``test`` items from sorted interactions.
+    """Per-user ``train`` prefix, ``valid`` and ``test`` items, ties ordered by ``seed``.
 
     Parameters
     ----------
     interactions : pl.DataFrame
-        ``user_id``, ``item_idx``, sorted by user then time (as :class:`Dataset` holds them).
+        ``user_id``, ``item_idx``, ``timestamp`` (any row order; :class:`Dataset` holds them
+        sorted by user and time).
     min_user_interactions : int
         Users with fewer interactions cannot be split (at least 3: train, valid, test).
     drop_short_users : bool
         Drop such users instead of raising.
     source : str
         The ratings file (or dataset) named in the error.
+    seed : int
+        Seed of the tie rule (:func:`order_ties`): the run seed.
 
     Returns
     -------
@@ -55,7 +172,8 @@ def leave_last_out(
             "least 3 interactions per user (train, valid, test)"
         )
     per_user = (
-        interactions.group_by("user_id", maintain_order=True)
+        order_ties(interactions, seed)
+        .group_by("user_id", maintain_order=True)
         .agg(pl.col("item_idx").cast(pl.Int32).alias("items"))
         .with_columns(pl.col("items").list.len().alias("n"))
     )
@@ -156,8 +274,9 @@ def make_splits(
 ) -> Splits:
     """Leave-last-out sequences plus the search queries, split into train and test.
 
-    Queries come from the offline template generator (``queries.source=template``) or a JSONL
-    file (``queries.source=file``).
+    Same-timestamp ties are ordered by ``seed`` (module docstring); their counts are in
+    :attr:`Splits.tie_stats` (:func:`tie_stats`). Queries come from the offline template
+    generator (``queries.source=template``) or a JSONL file (``queries.source=file``).
     """
     from semid.data.queries import generate_queries, load_query_file
 
@@ -166,6 +285,14 @@ def make_splits(
         data_cfg.min_user_interactions,
         data_cfg.drop_short_users,
         source=interactions_label(data_cfg),
+        seed=seed,
+    )
+    ties = tie_stats(dataset.interactions, data_cfg.min_user_interactions)
+    log.info(
+        "tie rule (seeded hash): test item from a tied block for %d of %d users, valid item for %d",
+        ties["test_tied"],
+        ties["users"],
+        ties["valid_tied"],
     )
     if query_cfg.source == "file":
         if query_cfg.file is None:
@@ -185,7 +312,7 @@ def make_splits(
         queries.filter(pl.col("split") == "train").height,
         queries.filter(pl.col("split") == "test").height,
     )
-    return Splits(sequences=sequences, queries=queries)
+    return Splits(sequences=sequences, queries=queries, tie_stats=ties)
 
 
 def interactions_label(cfg: DataConfig) -> str:

@@ -204,8 +204,8 @@ class DictionaryConfig(BaseModel):
 
 
 # Fields of VAEConfig that the ``rq-vae-tuned`` preset changes; everything else stays at the
-# library defaults. Chosen by the ablation in ``benchmarks/quantizers.py --ablation`` (results
-# in benchmarks/results/quantizers-rq-vae-ablation.json), MiniLM content embeddings of
+# library defaults. Chosen by the ablation in ``benchmarks/quantizers.py --ablation`` (its
+# results JSON was never committed and is being regenerated), MiniLM content embeddings of
 # ml-latest-small, 2 levels x 256, seed 0:
 #   defaults (20 epochs, batch 256)           level-1 codes used 2/256, 336 distinct IDs, EV 0.119
 #   + normalize=standardize                   252/256, 7,986 distinct IDs, EV 0.297
