@@ -116,3 +116,16 @@ def test_baselines_report_one_popularity_row_under_the_rule():
     metrics, frames = run_baselines(dataset, splits, _inputs(), cfg)
     assert list(metrics) == ["popularity"]
     assert frames[0]["predicted"].to_list() == [[2, 3], [0, 1]]
+
+
+def test_als_recommend_uses_the_same_rule():
+    pytest.importorskip("implicit")
+    from semid.embeddings.als import ImplicitMF
+
+    sequences = [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]
+    mf = ImplicitMF(dim=3, epochs=2, progress=False).fit(sequences, 6)
+    histories = [[0, 1, 2, 3], [1]]
+    np.testing.assert_array_equal(
+        mf.recommend([0, 1], 3, histories), topk_unseen(mf.score([0, 1]), histories, 3)
+    )
+    assert mf.recommend([0], 3, [[0, 1, 2, 3]])[0, 2] == -1
