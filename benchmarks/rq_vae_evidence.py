@@ -156,7 +156,7 @@ def downstream(study: Study, reference: str) -> dict[str, dict[str, Any]]:
                         for c in groups[reference]
                     },
                     K,
-                )
+                )[0]  # the headline test
                 entry[task]["vs_reference"] = test.to_json()
             if task in row.tests:
                 entry[task]["vs_baseline"] = row.tests[task].to_json()
@@ -505,7 +505,7 @@ def verdict(
 
 
 def pair_p(study: Study, a: str, b: str, task: str) -> float:
-    """Paired test of group ``a`` against group ``b`` (per-example hits when possible)."""
+    """Headline paired test of group ``a`` against ``b`` (over seeds, else a bootstrap)."""
     groups = study.groups()
     if a not in groups or b not in groups:
         return float("nan")
@@ -519,7 +519,7 @@ def pair_p(study: Study, a: str, b: str, task: str) -> float:
         values(groups[a]),
         values(groups[b]),
         K,
-    ).pvalue
+    )[0].pvalue
 
 
 def distinct_codes_in_top_k(study: Study, group: str, task: str = "search") -> float:

@@ -39,3 +39,22 @@ def test_popularity_excludes_seen_items_when_asked():
 def test_knn_is_cosine():
     items = np.array([[1.0, 0.0], [10.0, 10.0], [0.0, 1.0]], dtype=np.float32)
     assert knn(items, np.array([[0.9, 1.1]], dtype=np.float32), 2)[0].tolist() == [1, 2]
+
+
+@pytest.mark.filterwarnings("ignore::Warning")
+def test_recall_and_ndcg_agree_with_ranx():
+    ranx = pytest.importorskip("ranx")
+    rng = np.random.default_rng(7)
+    n, k, n_items = 200, 30, 80
+    ranked = np.stack([rng.permutation(n_items)[:k] for _ in range(n)])
+    targets = rng.integers(0, n_items, n)  # about 60% of the targets are missed
+    ranks = target_ranks(ranked, targets)
+    assert (ranks == -1).any() and (ranks >= 0).any()
+    qrels = ranx.Qrels({f"q{i}": {f"d{targets[i]}": 1} for i in range(n)})
+    run = ranx.Run(
+        {f"q{i}": {f"d{d}": float(k - j) for j, d in enumerate(ranked[i])} for i in range(n)}
+    )
+    for cut in (1, 10, 30):
+        expected = ranx.evaluate(qrels, run, [f"recall@{cut}", f"ndcg@{cut}"])
+        assert recall_at_k(ranks, cut) == pytest.approx(expected[f"recall@{cut}"], abs=1e-12)
+        assert ndcg_at_k(ranks, cut) == pytest.approx(expected[f"ndcg@{cut}"], abs=1e-12)

@@ -79,3 +79,27 @@ def test_unknown_preset_and_bad_file(tmp_path):
         load_config("default", tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config("default", None, ["train.epochs"])
+
+
+def test_manifest_records_python_platform_and_library_versions(tmp_path):
+    from importlib import metadata
+
+    run = Run(tmp_path / "run")
+    run.stage("data", {"a": 1}, lambda out: None)
+    env = json.loads((tmp_path / "run" / "manifest.json").read_text())["environment"]
+    assert env["python"].count(".") == 2 and env["platform"]
+    libraries = env["libraries"]
+    for name in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "faiss",
+        "vector-quantize-pytorch",
+        "scikit-learn",
+        "numpy",
+        "polars",
+    ):
+        assert name in libraries
+    assert libraries["numpy"] == metadata.version("numpy")
+    assert libraries["torch"] == metadata.version("torch")
+    assert libraries["faiss"] is not None

@@ -15,7 +15,9 @@ from semid.reports.study import (
     head_items,
     head_torso_recall,
     hits_at_k,
+    holm,
     mean_std,
+    paired_bootstrap,
     paired_ttest,
     target_collisions,
     write_study_report,
@@ -48,7 +50,7 @@ def _frame(inputs, targets, ranks):
     return pl.DataFrame({"input": inputs, "target": targets, "rank": ranks})
 
 
-def test_compare_pairs_examples_when_inputs_match_else_seeds():
+def test_compare_uses_seeds_with_three_seeds_and_the_bootstrap_beside_it():
     rng = np.random.default_rng(1)
     inputs = [f"q{i}" for i in range(50)]
     targets = list(range(50))
@@ -58,20 +60,54 @@ def test_compare_pairs_examples_when_inputs_match_else_seeds():
         b = rng.choice([1, 50, -1], 50).tolist()
         row[seed], base[seed] = _frame(inputs, targets, r), _frame(inputs, targets, b)
         row_vals[seed], base_vals[seed] = hits_at_k(r, K).mean(), hits_at_k(b, K).mean()
-    test = compare_to_baseline(row, base, row_vals, base_vals, K)
-    pooled_a = np.concatenate([hits_at_k(row[s]["rank"].to_numpy(), K) for s in row])
-    pooled_b = np.concatenate([hits_at_k(base[s]["rank"].to_numpy(), K) for s in row])
-    assert test.kind == "examples" and test.n == 150
-    assert test.pvalue == pytest.approx(stats.ttest_rel(pooled_a, pooled_b).pvalue)
-
-    shuffled = {s: f.reverse() for s, f in base.items()}  # other inputs order: not pairable
-    by_seed = compare_to_baseline(row, shuffled, row_vals, base_vals, K)
+    seeds_test, boot = compare_to_baseline(row, base, row_vals, base_vals, K)
     seeds = list(row_vals)
     expected = stats.ttest_rel([row_vals[s] for s in seeds], [base_vals[s] for s in seeds])
-    assert by_seed.kind == "seeds" and by_seed.n == 3
-    assert by_seed.pvalue == pytest.approx(expected.pvalue)
+    assert seeds_test.kind == "seeds" and seeds_test.n == 3 and seeds_test.seeds == 3
+    assert seeds_test.pvalue == pytest.approx(expected.pvalue)
+    assert boot.kind == "bootstrap" and boot.n == 150 and boot.seeds == 3
+    per_seed = [hits_at_k(row[s]["rank"].to_numpy(), K).mean() for s in seeds]
+    per_seed_b = [hits_at_k(base[s]["rank"].to_numpy(), K).mean() for s in seeds]
+    assert boot.mean_diff == pytest.approx(np.mean(per_seed) - np.mean(per_seed_b))
+
+    shuffled = {s: f.reverse() for s, f in base.items()}  # other inputs order: not pairable
+    assert [t.kind for t in compare_to_baseline(row, shuffled, row_vals, base_vals, K)] == ["seeds"]
+    two = {s: row[s] for s in ("s0", "s1")}
+    only = compare_to_baseline(two, base, {s: row_vals[s] for s in two}, base_vals, K)
+    assert [t.kind for t in only] == ["bootstrap"] and only[0].seeds == 2
     one_seed = compare_to_baseline({"s0": None}, {"s0": None}, {"s0": 0.1}, {"s0": 0.2}, K)
-    assert one_seed.kind == "none"
+    assert [t.kind for t in one_seed] == ["none"]
+
+
+def test_bootstrap_identical_runs_give_p_one_and_a_clearly_better_run_a_small_p():
+    rng = np.random.default_rng(3)
+    base = [rng.integers(0, 2, 300).astype(float) for _ in range(2)]
+    same = paired_bootstrap(base, [b.copy() for b in base], n_resamples=2000)
+    assert same.pvalue == 1.0 and same.mean_diff == 0 and same.n == 600 and same.seeds == 2
+    better = [np.maximum(b, rng.random(300) < 0.3) for b in base]  # ~+15 points of recall
+    test = paired_bootstrap(better, base, n_resamples=2000)
+    assert test.pvalue == pytest.approx(1 / 2001) and test.mean_diff > 0.1
+    assert test.ci[0] > 0 < test.ci[1]
+    # a small, noisy difference is not significant, and the test is symmetric
+    noisy = [np.where(rng.random(300) < 0.02, 1 - b, b) for b in base]
+    forward, backward = paired_bootstrap(noisy, base), paired_bootstrap(base, noisy)
+    assert forward.pvalue > 0.05 and forward.pvalue == pytest.approx(backward.pvalue, abs=0.01)
+    # the statistic averages seeds (a seed with fewer examples weighs the same)
+    uneven = paired_bootstrap([np.ones(10), np.zeros(1000)], [np.zeros(10), np.zeros(1000)])
+    assert uneven.mean_diff == pytest.approx(0.5)
+
+
+def test_holm_matches_statsmodels_and_leaves_nan_out():
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.2])
+    expected = multipletests(p, method="holm")[1]
+    np.testing.assert_allclose(holm(p), expected)
+    # hand-computed: sorted 0.005*5, 0.01*4, 0.03*3, 0.04*2, 0.2*1 with running max
+    np.testing.assert_allclose(expected, [0.04, 0.09, 0.09, 0.025, 0.2])
+    with_nan = holm([0.01, float("nan"), 0.04])
+    assert math.isnan(with_nan[1])
+    np.testing.assert_allclose(with_nan[[0, 2]], multipletests([0.01, 0.04], method="holm")[1])
 
 
 def test_head_is_the_popular_prefix_covering_the_share():
@@ -216,25 +252,24 @@ def test_report_numbers_come_from_the_runs(study_dir):
         assert f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}" in text
     assert rows["content"]["is_baseline"] and rows["content"]["tests"] == {}
 
-    # search vs content: same inputs -> per-example pairs pooled over the three seeds
+    # search vs content: same inputs, two seeds (search__s2 failed) -> bootstrap within seeds
     def hits(space, task):
-        return np.concatenate(
-            [
-                hits_at_k(
-                    written[(space, s)][1]
-                    .filter((pl.col("method") == "generative") & (pl.col("task") == task))["rank"]
-                    .to_numpy(),
-                    K,
-                )
-                for s in (0, 1)  # search__s2 failed
-            ]
-        )
+        return [
+            hits_at_k(
+                written[(space, s)][1]
+                .filter((pl.col("method") == "generative") & (pl.col("task") == task))["rank"]
+                .to_numpy(),
+                K,
+            )
+            for s in (0, 1)
+        ]
 
-    expected = stats.ttest_rel(hits("search", "rec"), hits("content", "rec"))
+    expected = paired_bootstrap(hits("search", "rec"), hits("content", "rec"))
     test = rows["search"]["tests"]["rec"]
-    assert test["kind"] == "examples" and test["n"] == 2 * N_U
+    assert test["kind"] == "bootstrap" and test["n"] == 2 * N_U and test["seeds"] == 2
     assert test["pvalue"] == pytest.approx(expected.pvalue)
-    # rec vs content on search: other inputs -> pairs over the seeds
+    assert test["mean_diff"] == pytest.approx(expected.mean_diff)
+    # rec vs content on search: other inputs, three seeds -> t-test over the seeds
     per_seed = [
         [written[(space, s)][0]["generative"]["search"]["recall@30"] for s in SEEDS]
         for space in ("rec", "content")
@@ -242,6 +277,14 @@ def test_report_numbers_come_from_the_runs(study_dir):
     seeds_test = rows["rec"]["tests"]["search"]
     assert seeds_test["kind"] == "seeds" and seeds_test["n"] == 3
     assert seeds_test["pvalue"] == pytest.approx(stats.ttest_rel(*per_seed).pvalue)
+    assert rows["rec"]["other_tests"]["rec"][0]["kind"] == "bootstrap"
+    # Holm over the table's four headline comparisons
+    headline = [rows[g]["tests"][t] for g in ("search", "rec") for t in ("search", "rec")]
+    adjusted = holm([t["pvalue"] for t in headline])
+    assert [t["pvalue_holm"] for t in headline] == pytest.approx(adjusted.tolist())
+    assert all(r["n_seeds"] == len(r["seeds"]) for r in rows.values())
+    assert rows["search"]["n_seeds"] == 2 and rows["search"]["non_seed_differences"] == []
+    assert "Holm" in text and "training seeds" in text and "‡" in text
 
     # head/torso: items 0..4 are the head; recompute the generator's head recall for `search`
     head_rows = {(r["group"], r["method"]): r for r in study["head_torso"]}
@@ -301,3 +344,47 @@ def test_cost_table_shows_what_a_cached_stage_cost_when_built(study_dir):
     # content__s1: splits reused (built in 7 s), ids computed by the cell (3 s)
     assert "| content__s1 | done | — | (7) |" in cost
     assert "| 3 | 10 |" in cost  # this cell 3 s, with the cached stage 10 s
+
+
+def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path):
+    """A grid over ``train.seed`` (no group_over): rows are its cells over the two seeds."""
+    spec = {
+        "name": "train-seeds",
+        "base": {"preset": "smoke"},
+        "axes": {"embedding.space": ["content", "search"], "train.seed": [0, 1]},
+        "baseline": {"embedding.space": "content"},
+    }
+    grid = expand_grid(spec)
+    out = tmp_path / "res"
+    write_grid_json(grid, out, tmp_path / "cache")
+    hits_per_cell = {"content__s0": 2, "content__s1": 3, "search__s0": 5, "search__s1": 7}
+    for cell in grid.cells:
+        run_dir = out / cell.name
+        ranks = np.where(np.arange(10) < hits_per_cell[cell.name], 0, -1)
+        frame = pl.DataFrame(
+            {
+                "method": "generative",
+                "task": "search",
+                "input": [f"q{i}" for i in range(10)],
+                "target": np.arange(10, dtype=np.int64),
+                "rank": ranks.astype(np.int64),
+            }
+        )
+        write_parquet(run_dir / "predictions.parquet", frame)
+        write_json(run_dir / "metrics.json", {"generative": {"search": metric_table(ranks, [30])}})
+        write_json(run_dir / "config.json", cell.config.model_dump(mode="json"))
+        write_json(run_dir / CELL_DONE_FILE, {"config_hash": config_hash(cell.config)})
+    text = write_study_report(out).read_text()
+    rows = {r["group"]: r for r in read_json(out / "study.json")["rows"]}
+    assert list(rows) == ["content", "search"]
+    assert rows["content"]["n_seeds"] == 2 and rows["content"]["seeds"] == ["s0", "s1"]
+    assert rows["content"]["mean"]["search recall@30"] == pytest.approx(0.25)
+    assert rows["content"]["std"]["search recall@30"] == pytest.approx(math.sqrt(0.005))
+    assert rows["search"]["mean"]["search recall@30"] == pytest.approx(0.6)
+    assert rows["search"]["std"]["search recall@30"] == pytest.approx(math.sqrt(0.02))
+    assert rows["search"]["non_seed_differences"] == []
+    test = rows["search"]["tests"]["search"]
+    assert test["kind"] == "bootstrap" and test["seeds"] == 2 and test["n"] == 20
+    assert test["mean_diff"] == pytest.approx(0.35)
+    assert "0.2500 ± 0.0707" in text and "0.6000 ± 0.1414" in text
+    assert "Rows average over training seeds (`train.seed`" in text

@@ -1,6 +1,7 @@
 """Run directories and the stage cache.
 
-A run directory holds ``config.json``, ``manifest.json`` and the run's results. Each stage's
+A run directory holds ``config.json``, ``manifest.json`` (stage keys and facts, plus the Python,
+platform and library versions of the process that ran it) and the run's results. Each stage's
 artifacts live in a content-addressed cache (``<cache>/<stage>/<key>/``) whose key hashes the
 stage's config and the keys of the stages it reads. A stage whose key already has a finished
 folder is reused, so an unchanged stage is never recomputed, a killed run resumes at the stage
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,47 @@ DONE_FILE = "_stage.json"
 # The pipeline's stages, in order (implemented in :mod:`semid.pipeline`). Kept here so that
 # readers of run directories (reports) need not import the pipeline and torch.
 STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
+
+
+# Distributions whose versions decide a run's numbers (recorded in manifest.json). A tuple lists
+# alternative distribution names of one library (the first installed one is recorded).
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "semid": ("semid",),
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+    "sentence-transformers": ("sentence-transformers",),
+    "faiss": ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"),
+    "vector-quantize-pytorch": ("vector-quantize-pytorch",),
+    "scikit-learn": ("scikit-learn",),
+    "numpy": ("numpy",),
+    "scipy": ("scipy",),
+    "polars": ("polars",),
+}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`LIBRARIES` (None if absent), without importing them."""
+    out: dict[str, str | None] = {}
+    for name, distributions in LIBRARIES.items():
+        out[name] = None
+        for dist in distributions:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and library versions of this process (for ``manifest.json``)."""
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "libraries": library_versions(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -69,6 +114,9 @@ class Run:
         self.manifest: dict[str, Any] = (
             read_json(self.manifest_path) if self.manifest_path.exists() else {"stages": {}}
         )
+        # The environment of the latest process that ran (or resumed) the run.
+        self.manifest["environment"] = environment()
+        write_json(self.manifest_path, self.manifest)
 
     def is_cached(self, name: str, key_material: dict[str, Any]) -> bool:
         """Whether stage ``name`` with these inputs is already built in the cache."""

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from semid.errors import DataError
+from semid.evaluation.seen import topk_unseen
 
 
 def interaction_matrix(sequences: Sequence[Sequence[int]], n_items: int) -> sp.csr_matrix:
@@ -216,3 +217,19 @@ class ENMF:
     def score(self, user_rows: Sequence[int]) -> np.ndarray:
         """Scores ``r̂_uv`` of the given users (rows of the training sequences) for every item."""
         return self.user_embeddings_[np.asarray(user_rows)] @ self.item_embeddings_.T
+
+    def recommend(
+        self,
+        user_rows: Sequence[int],
+        k: int,
+        histories: Sequence[Sequence[int]] | None = None,
+    ) -> np.ndarray:
+        """Top-``k`` items by :meth:`score` per user, skipping each user's ``histories`` items.
+
+        The seen-item rule of :func:`semid.evaluation.seen.topk_unseen`; ``histories=None``
+        ranks every item. Returns int64 (n, k).
+        """
+        scores = self.score(user_rows)
+        if histories is None:
+            return topk_unseen(scores, [[]] * len(scores), k, exclude_seen=False)
+        return topk_unseen(scores, histories, k, exclude_seen=True)

@@ -9,6 +9,7 @@ from semid.config import RunConfig
 from semid.data.dataset import Dataset, Splits
 from semid.evaluation.evaluate import EvalInputs, score
 from semid.evaluation.reference import knn, mean_history_embeddings, popularity_recommend
+from semid.evaluation.seen import topk_unseen
 
 BASELINES = ("popularity", "dense", "bm25", "sasrec")
 
@@ -38,7 +39,10 @@ class _Scores:
 def run_reference(
     artifact, inputs: EvalInputs, cfg: RunConfig
 ) -> tuple[dict[str, dict], list[pl.DataFrame]]:
-    """The embedding's own kNN retrieval ("dense", "dense-user"): depends on the embedding space."""
+    """The embedding's own kNN retrieval ("dense", "dense-user"): depends on the embedding space.
+
+    Recommendation rankings follow ``eval.exclude_seen`` (:mod:`semid.evaluation.seen`).
+    """
     _check_names(cfg)
     out = _Scores(cfg.eval.ks)
     if "dense" not in cfg.eval.baselines:
@@ -57,11 +61,12 @@ def run_reference(
         mean = mean_history_embeddings(
             spaces[rec_space], inputs.histories, cfg.model.max_history_items
         )
-        ranked = knn(spaces[rec_space], mean, k)
+        seen = inputs.histories if cfg.eval.exclude_seen else None
+        ranked = knn(spaces[rec_space], mean, k, histories=seen)
         out.add("dense", "rec", ranked, inputs.rec_targets, users)
         scores = artifact.user_item_scores(inputs.user_ids)
         if scores is not None:
-            ranked = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            ranked = topk_unseen(scores, inputs.histories, k, cfg.eval.exclude_seen)
             out.add("dense-user", "rec", ranked, inputs.rec_targets, users)
     return out.metrics, out.frames
 
@@ -72,7 +77,10 @@ def run_baselines(
     inputs: EvalInputs,
     cfg: RunConfig,
 ) -> tuple[dict[str, dict], list[pl.DataFrame]]:
-    """Score the embedding-independent baselines (popularity, BM25, SASRec) named in the config."""
+    """Score the embedding-independent baselines (popularity, BM25, SASRec) named in the config.
+
+    Popularity and SASRec follow ``eval.exclude_seen`` (one ``popularity`` row under that rule).
+    """
     _check_names(cfg)
     out = _Scores(cfg.eval.ks)
     k = cfg.eval.beam_size
@@ -81,9 +89,10 @@ def run_baselines(
     users = [str(u) for u in inputs.user_ids]
 
     if "popularity" in cfg.eval.baselines and inputs.histories:
-        for exclude, name in ((False, "popularity"), (True, "popularity-unseen")):
-            ranked = popularity_recommend(train_seqs, inputs.histories, n_items, k, exclude)
-            out.add(name, "rec", ranked, inputs.rec_targets, users)
+        ranked = popularity_recommend(
+            train_seqs, inputs.histories, n_items, k, cfg.eval.exclude_seen
+        )
+        out.add("popularity", "rec", ranked, inputs.rec_targets, users)
 
     if "bm25" in cfg.eval.baselines and inputs.queries:
         from semid.evaluation.bm25 import BM25Search

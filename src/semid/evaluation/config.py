@@ -23,9 +23,11 @@ class EvalConfig(BaseModel):
         "the run's embeddings), bm25 (search), sasrec (recommendation).",
     )
     exclude_seen: bool = Field(
-        False,
-        description="Drop items of the user's history from recommendation rankings (applied to "
-        "reference points; the popularity baseline is always also reported both ways).",
+        True,
+        description="Never recommend an item of the input's own history (on the test split: "
+        "the train prefix and the validation item). One rule for every method that ranks items "
+        "for a user (generator, dense kNN, ENMF/ALS user vectors, SASRec, popularity); each "
+        "still returns a full top-K of unseen items.",
     )
     sasrec_epochs: int = Field(
         40, ge=1, description="Training epochs of the SASRec baseline (converges by ~40 here)."

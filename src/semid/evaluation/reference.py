@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 
 from semid.embeddings.fused import l2_normalize
+from semid.evaluation.seen import fetch_size, filter_seen
 
 
 def popularity_ranking(
@@ -25,28 +26,38 @@ def popularity_recommend(
     histories: Sequence[Sequence[int]],
     n_items: int,
     k: int,
-    exclude_seen: bool,
+    exclude_seen: bool = True,
 ) -> np.ndarray:
-    """Top-``k`` popular items per user, optionally skipping items in the user's history."""
-    if not exclude_seen:
-        top = popularity_ranking(train_sequences, n_items, k)
-        return np.tile(top, (len(histories), 1))
-    longest = max((len(set(h)) for h in histories), default=0)
-    pool = popularity_ranking(train_sequences, n_items, min(n_items, k + longest))
-    out = np.full((len(histories), k), -1, dtype=np.int64)
-    for row, hist in enumerate(histories):
-        seen = set(hist)
-        picked = [i for i in pool if i not in seen][:k]
-        out[row, : len(picked)] = picked
-    return out
+    """Top-``k`` popular items per user; with ``exclude_seen``, the top-``k`` the user has not seen.
+
+    See :mod:`semid.evaluation.seen` for the rule (shared by every non-generative method).
+    """
+    fetch = fetch_size(histories, k, n_items, exclude_seen)
+    pool = popularity_ranking(train_sequences, n_items, fetch)
+    return filter_seen(np.tile(pool, (len(histories), 1)), histories, k, exclude_seen)
 
 
-def knn(item_embeddings: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Cosine k-nearest items (FAISS inner product over L2-normalised vectors)."""
+def knn(
+    item_embeddings: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    histories: Sequence[Sequence[int]] | None = None,
+) -> np.ndarray:
+    """Cosine k-nearest items (FAISS inner product over L2-normalised vectors).
+
+    With ``histories`` (one per query), each row's history items are excluded: FAISS is asked
+    for ``k`` + the longest history and the seen items are filtered out
+    (:func:`semid.evaluation.seen.filter_seen`), so every row still has ``k`` items.
+    """
+    n_items = item_embeddings.shape[0]
     index = faiss.IndexFlatIP(item_embeddings.shape[1])
     index.add(l2_normalize(item_embeddings))
-    _, idx = index.search(l2_normalize(queries), min(k, item_embeddings.shape[0]))
-    return idx.astype(np.int64)
+    fetch = min(k, n_items) if histories is None else fetch_size(histories, k, n_items, True)
+    _, idx = index.search(l2_normalize(queries), fetch)
+    idx = idx.astype(np.int64)
+    if histories is None:
+        return idx
+    return filter_seen(idx, histories, k, True)
 
 
 def mean_history_embeddings(

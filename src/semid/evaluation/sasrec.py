@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from semid.errors import DataError
+from semid.evaluation.seen import topk_unseen
 
 
 class _SASRecNet(nn.Module):
@@ -260,14 +261,15 @@ class SASRec:
         exclude_seen: bool = False,
         batch_size: int = 256,
     ) -> np.ndarray:
-        """Top-``k`` next items per history (oldest item first): int64 (n, k)."""
+        """Top-``k`` next items per history (oldest item first): int64 (n, k).
+
+        ``exclude_seen`` skips each history's own items (:func:`semid.evaluation.seen.topk_unseen`),
+        so a row still holds ``k`` items whenever the catalogue has ``k`` unseen ones.
+        """
         out = np.full((len(histories), k), -1, dtype=np.int64)
         for begin in range(0, len(histories), batch_size):
             chunk = histories[begin : begin + batch_size]
-            scores = self.scores(chunk, batch_size)
-            if exclude_seen:
-                for row, hist in enumerate(chunk):
-                    scores[row, list(hist)] = -np.inf
-            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            out[begin : begin + len(chunk), : top.shape[1]] = top
+            out[begin : begin + len(chunk)] = topk_unseen(
+                self.scores(chunk, batch_size), chunk, k, exclude_seen
+            )
         return out

@@ -1,18 +1,22 @@
-"""The report of a grid: paper-style tables over seeds, paired tests, head/torso, diagnostics.
+"""The report of a grid: paper-style tables over seeds, corrected tests, head/torso, diagnostics.
 
 Every number is read from the cells' run directories (``metrics.json``, ``predictions.parquet``,
 ``manifest.json``, the splits and ids stage folders); nothing is typed. Definitions:
 
-- **Rows** are the grid's cells grouped over the ``group_over`` axis (the seed): mean ± sample
-  standard deviation (ddof=1) over seeds of Recall@K and NDCG@K.
-- **Paired t-tests** (``scipy.stats.ttest_rel``, two-sided) compare each row with its baseline
-  row (the cell with the same labels except the grid's ``baseline`` axes). When both runs of a
-  seed were scored on the same held-out inputs (same inputs and targets in the same order, which
-  holds whenever they share the split and evaluation settings: the seed fixes both), the test
-  pairs *examples*: per-example hit indicators (target in the top K), pooled over the common
-  seeds. This uses every held-out example, which is where the power is. When the inputs differ,
-  it pairs *seeds*: the per-seed Recall@K (needs two common seeds). Raw p-values, no correction
-  for multiple comparisons.
+- **Rows** are the grid's cells grouped over training seeds (the grid's ``group_over`` axis, else
+  an axis named ``seed`` or ``train.seed``): mean ± sample standard deviation (ddof=1) over seeds
+  of Recall@K and NDCG@K, with the number of seeds of every row.
+- **Tests** compare each row with its baseline row (the cell with the same labels except the
+  grid's ``baseline`` axes) on hit@K, paired seed by seed. With three or more common seeds the
+  headline test is a paired t-test over seeds (``scipy.stats.ttest_rel`` on the per-seed
+  Recall@K): the unit is a trained model, so training-seed variance is counted. With fewer
+  seeds it is a paired bootstrap (:func:`paired_bootstrap`): examples are resampled within each
+  seed (both runs of a seed scored on identical inputs), the statistic is the difference in
+  Recall@K averaged over seeds; it counts test-sample noise only, which the report says. The
+  bootstrap is also shown beside the t-test whenever the inputs pair. Headline p-values are
+  Holm–Bonferroni corrected (``statsmodels.stats.multitest.multipletests(method="holm")``) over
+  all comparisons of the results table; the secondary bootstrap p-values form a family of their
+  own.
 - **Head / torso**: item popularity = occurrences in the training sequences of the run's split
   (``sequences.parquet``, ``train`` lists). The head is the smallest set of most popular items
   (ties by item index) that accounts for ``head_share`` (default 50%) of the training
@@ -40,6 +44,8 @@ from semid.runs import DONE_FILE, STAGES
 
 GENERATIVE = "generative"
 TASKS = ("search", "rec")
+# Config keys that only reseed training: rows average over them (see ``load_study``).
+SEED_AXES = ("seed", "train.seed")
 REFERENCE_ORDER = ["dense", "dense-user", "bm25", "sasrec", "popularity", "popularity-unseen"]
 # Diagnostics shown first (substring of the flattened key, in this order of priority).
 PREFERRED_DIAGNOSTICS = (
@@ -79,25 +85,38 @@ def hits_at_k(ranks: np.ndarray | Sequence[int], k: int) -> np.ndarray:
 
 @dataclass
 class PairedTest:
-    """A paired t-test of a row against its baseline on one task."""
+    """A paired test of a row against its baseline on one task.
 
-    kind: str  # "examples", "seeds" or "none"
+    ``kind``: ``"seeds"`` (t-test over per-seed Recall@K), ``"bootstrap"`` (examples resampled
+    within each seed) or ``"none"``. ``n``: pairs (seeds, or examples over all seeds); ``seeds``:
+    common seeds; ``pvalue_holm``: the p-value after Holm correction over its table's family.
+    """
+
+    kind: str
     n: int
     mean_diff: float
     statistic: float
     pvalue: float
+    seeds: int = 0
+    pvalue_holm: float = float("nan")
+    ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "n": self.n,
+            "seeds": self.seeds,
             "mean_diff": _num(self.mean_diff),
+            "ci95": [_num(self.ci[0]), _num(self.ci[1])],
             "statistic": _num(self.statistic),
             "pvalue": _num(self.pvalue),
+            "pvalue_holm": _num(self.pvalue_holm),
         }
 
 
 NO_TEST = PairedTest("none", 0, float("nan"), float("nan"), float("nan"))
+MIN_SEEDS_FOR_SEED_TEST = 3
+BOOTSTRAP_RESAMPLES = 10_000
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float], kind: str) -> PairedTest:
@@ -107,12 +126,79 @@ def paired_ttest(a: Sequence[float], b: Sequence[float], kind: str) -> PairedTes
     if len(a) < 2:
         return PairedTest("none", len(a), float("nan"), float("nan"), float("nan"))
     diff = a - b
+    seeds = len(a) if kind == "seeds" else 0
     if np.all(diff == diff[0]):  # zero variance: the t statistic is undefined
-        return PairedTest(kind, len(a), float(diff.mean()), float("nan"), float("nan"))
+        return PairedTest(kind, len(a), float(diff.mean()), float("nan"), float("nan"), seeds)
     result = stats.ttest_rel(a, b)
+    ci = result.confidence_interval(0.95)
     return PairedTest(
-        kind, len(a), float(diff.mean()), float(result.statistic), float(result.pvalue)
+        kind,
+        len(a),
+        float(diff.mean()),
+        float(result.statistic),
+        float(result.pvalue),
+        seeds,
+        ci=(float(ci.low), float(ci.high)),
     )
+
+
+def paired_bootstrap(
+    row: Sequence[Sequence[float]],
+    base: Sequence[Sequence[float]],
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> PairedTest:
+    """Two-sided paired bootstrap test of ``mean over seeds of mean(row_s - base_s)``.
+
+    ``row[s]`` and ``base[s]`` are per-example values (e.g. hit@K) of seed ``s`` on the same
+    inputs in the same order. Each resample draws every seed's examples with replacement
+    (within that seed, keeping the pairs) and averages the seeds' mean differences. The
+    p-value is the share of resampled statistics, centred on the observed one, at least as far
+    from zero as the observed one, ``(1 + count) / (1 + n_resamples)``; ``ci`` is the
+    percentile 95% interval. Drawing with replacement only fixes how often each distinct
+    difference is drawn, so the resampled means are drawn as multinomial counts (exact, and
+    fast for hit indicators).
+    """
+    if len(row) != len(base) or not row:
+        return NO_TEST
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_resamples)
+    observed, n = 0.0, 0
+    for a, b in zip(row, base, strict=True):
+        diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        if len(diff) == 0:
+            return NO_TEST
+        values, counts = np.unique(diff, return_counts=True)
+        draws = rng.multinomial(len(diff), counts / len(diff), size=n_resamples)
+        total += draws @ values / len(diff)
+        observed += float(diff.mean())
+        n += len(diff)
+    total /= len(row)
+    observed /= len(row)
+    extreme = np.abs(total - observed) >= abs(observed) - 1e-12
+    pvalue = (1.0 + extreme.sum()) / (1.0 + n_resamples)
+    low, high = np.percentile(total, [2.5, 97.5])
+    return PairedTest(
+        "bootstrap",
+        n,
+        observed,
+        float("nan"),
+        float(min(pvalue, 1.0)),
+        len(row),
+        ci=(float(low), float(high)),
+    )
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (statsmodels); NaN entries stay NaN, out of the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), np.nan)
+    finite = ~np.isnan(p)
+    if finite.any():
+        out[finite] = multipletests(p[finite], method="holm")[1]
+    return out
 
 
 def compare_to_baseline(
@@ -121,8 +207,9 @@ def compare_to_baseline(
     row_values: dict[str, float],
     base_values: dict[str, float],
     k: int,
-) -> PairedTest:
-    """Paired test of a row against its baseline, by example when possible, else by seed.
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+) -> list[PairedTest]:
+    """Tests of a row against its baseline: the headline test first, then the other one.
 
     Parameters
     ----------
@@ -130,30 +217,46 @@ def compare_to_baseline(
         Seed label -> the run's predictions for one method and task (columns ``input``,
         ``target``, ``rank``), or None when the run has none.
     row_values, base_values : dict
-        Seed label -> the run's Recall@K (for the fallback over seeds).
+        Seed label -> the run's Recall@K (for the test over seeds).
     k : int
         Cut-off of the hit indicators.
+    n_resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    list of PairedTest
+        ``[seeds t-test, bootstrap]`` with >= 3 common seeds (the bootstrap only when the
+        inputs pair), ``[bootstrap]`` with fewer, ``[NO_TEST]`` when neither applies.
     """
-    seeds = [s for s in row if s in base]
-    by_example = bool(seeds) and all(
+    common = [s for s in row if s in base]
+    pairable = bool(common) and all(
         row[s] is not None
         and base[s] is not None
         and row[s].height == base[s].height
         and row[s].select("input", "target").equals(base[s].select("input", "target"))
-        for s in seeds
+        for s in common
     )
-    if by_example:
-        a = np.concatenate([hits_at_k(row[s]["rank"].to_numpy(), k) for s in seeds])
-        b = np.concatenate([hits_at_k(base[s]["rank"].to_numpy(), k) for s in seeds])
-        return paired_ttest(a, b, "examples")
+    bootstrap = None
+    if pairable:
+        bootstrap = paired_bootstrap(
+            [hits_at_k(row[s]["rank"].to_numpy(), k) for s in common],
+            [hits_at_k(base[s]["rank"].to_numpy(), k) for s in common],
+            n_resamples,
+        )
     seeds = [
         s
         for s in row_values
         if s in base_values and not math.isnan(row_values[s]) and not math.isnan(base_values[s])
     ]
-    if len(seeds) < 2:
-        return NO_TEST
-    return paired_ttest([row_values[s] for s in seeds], [base_values[s] for s in seeds], "seeds")
+    out = []
+    if len(seeds) >= MIN_SEEDS_FOR_SEED_TEST:
+        out.append(
+            paired_ttest([row_values[s] for s in seeds], [base_values[s] for s in seeds], "seeds")
+        )
+    if bootstrap is not None:
+        out.append(bootstrap)
+    return out or [NO_TEST]
 
 
 def head_items(train_lists: Sequence[Sequence[int]], share: float = 0.5) -> set[int]:
@@ -290,13 +393,24 @@ def load_study(results_dir: str | Path) -> Study:
     info = read_grid_json(results_dir)
     records = {r["cell"]: r for r in write_results(results_dir)}
     group_over = info.get("group_over")
+    regroup = False
+    axis_names = [a["name"] for a in info.get("axes", [])]
+    if group_over is None:  # a grid without group_over still averages over its seed axis
+        group_over = next((a for a in SEED_AXES if a in axis_names), None)
+        if group_over is not None:
+            info = info | {"group_over": group_over}
+            regroup = True
     cells = []
     for entry in info["cells"]:
         record = records[entry["name"]]
         run_dir = results_dir / entry["name"]
+        group = entry["group"]
+        if regroup:
+            rest = [v for a, v in entry["labels"].items() if a != group_over]
+            group = "__".join(rest) or info["name"]
         cell = CellResult(
             name=entry["name"],
-            group=entry["group"],
+            group=group,
             labels=entry["labels"],
             seed=entry["labels"].get(group_over, "") if group_over else "",
             run_dir=run_dir,
@@ -309,6 +423,27 @@ def load_study(results_dir: str | Path) -> Study:
             cell.manifest = read_json(run_dir / "manifest.json")
         cells.append(cell)
     return Study(results_dir, info, cells)
+
+
+def non_seed_differences(cells: list[CellResult]) -> list[str]:
+    """Config keys (dotted) that differ between the runs of one row other than the seeds.
+
+    Empty when the row's runs differ only in ``seed`` / ``train.seed`` / ``name``, i.e. when
+    the row is what it claims: one setting over training seeds.
+    """
+    flats = [_flatten_config(c.config) for c in cells if c.config is not None]
+    keys = sorted({k for f in flats for k in f} - set(SEED_AXES) - {"name"})
+    return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def _flatten_config(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def default_k(study: Study) -> int:
@@ -344,16 +479,24 @@ def fmt_mean_std(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def fmt_p(test: PairedTest | None) -> str:
-    """p-value cell: ``0.0123``, ``3.1e-05``; † marks a test over seeds."""
+def _fmt_pvalue(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def fmt_p(test: PairedTest | None, corrected: bool = True) -> str:
+    """p-value cell (Holm-corrected by default): ``0.0123``, ``3.1e-05``.
+
+    ‡ marks a bootstrap within fewer than 3 seeds (test-sample noise only, not seed variance).
+    """
     if test is None:
         return "—"
     if test.kind == "none":
         return "n/a"
     if math.isnan(test.pvalue):
         return "= (identical)" if test.mean_diff == 0 else "n/a"
-    p = f"{test.pvalue:.4f}" if test.pvalue >= 1e-3 else f"{test.pvalue:.1e}"
-    return p + ("†" if test.kind == "seeds" else "")
+    p = test.pvalue_holm if corrected and not math.isnan(test.pvalue_holm) else test.pvalue
+    mark = "‡" if test.kind == "bootstrap" and test.seeds < MIN_SEEDS_FOR_SEED_TEST else ""
+    return _fmt_pvalue(p) + mark
 
 
 def _num(value: float) -> float | None:
@@ -378,25 +521,36 @@ class RowStats:
     labels: dict[str, str]
     seeds: list[str]
     values: dict[str, tuple[float, float]]  # "search recall@30" -> (mean, std)
-    tests: dict[str, PairedTest]  # task -> test (absent for the baseline row itself)
+    tests: dict[str, PairedTest]  # task -> headline test (absent for the baseline row itself)
     baseline: str | None
     is_baseline: bool
+    other_tests: dict[str, list[PairedTest]] = field(default_factory=dict)  # task -> the rest
+    non_seed_differences: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "group": self.group,
             "labels": self.labels,
             "seeds": self.seeds,
+            "n_seeds": len(self.seeds),
             "mean": {k: _num(v[0]) for k, v in self.values.items()},
             "std": {k: _num(v[1]) for k, v in self.values.items()},
             "baseline": self.baseline,
             "is_baseline": self.is_baseline,
             "tests": {task: t.to_json() for task, t in self.tests.items()},
+            "other_tests": {
+                task: [t.to_json() for t in ts] for task, ts in self.other_tests.items()
+            },
+            "non_seed_differences": self.non_seed_differences,
         }
 
 
-def row_stats(study: Study, k: int) -> list[RowStats]:
-    """Mean ± std over seeds of the generator's metrics per group, and the paired tests."""
+def row_stats(study: Study, k: int, n_resamples: int = BOOTSTRAP_RESAMPLES) -> list[RowStats]:
+    """Mean ± std over seeds of the generator's metrics per group, and the corrected tests.
+
+    Holm correction runs over every headline test of the table (all rows and tasks), and
+    separately over the secondary tests.
+    """
     groups = study.groups()
     rows = []
     for group, cells in groups.items():
@@ -407,15 +561,18 @@ def row_stats(study: Study, k: int) -> list[RowStats]:
         }
         base = study.baseline_of(group)
         tests: dict[str, PairedTest] = {}
+        others: dict[str, list[PairedTest]] = {}
         if base is not None and base != group and base in groups:
             for task in TASKS:
-                tests[task] = compare_to_baseline(
+                found = compare_to_baseline(
                     {c.seed: c.predictions(GENERATIVE, task) for c in cells},
                     {c.seed: c.predictions(GENERATIVE, task) for c in groups[base]},
                     _values(cells, GENERATIVE, task, f"recall@{k}"),
                     _values(groups[base], GENERATIVE, task, f"recall@{k}"),
                     k,
+                    n_resamples,
                 )
+                tests[task], others[task] = found[0], found[1:]
         rows.append(
             RowStats(
                 group=group,
@@ -425,9 +582,18 @@ def row_stats(study: Study, k: int) -> list[RowStats]:
                 tests=tests,
                 baseline=base if base in groups else None,
                 is_baseline=base == group,
+                other_tests={t: o for t, o in others.items() if o},
+                non_seed_differences=non_seed_differences(cells),
             )
         )
+    _apply_holm([t for r in rows for t in r.tests.values()])
+    _apply_holm([t for r in rows for ts in r.other_tests.values() for t in ts])
     return rows
+
+
+def _apply_holm(tests: list[PairedTest]) -> None:
+    for test, adjusted in zip(tests, holm([t.pvalue for t in tests]), strict=True):
+        test.pvalue_holm = float(adjusted)
 
 
 def results_table(study: Study, rows: list[RowStats], k: int) -> str:
@@ -440,8 +606,8 @@ def results_table(study: Study, rows: list[RowStats], k: int) -> str:
         f"search N@{k}",
         f"rec R@{k}",
         f"rec N@{k}",
-        "p search",
-        "p rec",
+        "p search (Holm)",
+        "p rec (Holm)",
     ]
     body = []
     for row in rows:
@@ -463,25 +629,42 @@ def results_table(study: Study, rows: list[RowStats], k: int) -> str:
 
 
 def tests_table(rows: list[RowStats], k: int) -> str:
-    """Details of every paired test: kind, number of pairs, mean difference, t and p."""
+    """Details of every test: kind, seeds, pairs, mean difference (95% CI), statistic, p."""
     body = []
     for row in rows:
-        for task, test in row.tests.items():
-            body.append(
-                [
-                    row.group,
-                    row.baseline or "—",
-                    task,
-                    test.kind,
-                    str(test.n),
-                    "—" if math.isnan(test.mean_diff) else f"{test.mean_diff:+.4f}",
-                    "—" if math.isnan(test.statistic) else f"{test.statistic:.3f}",
-                    fmt_p(test),
-                ]
-            )
+        for task, headline in row.tests.items():
+            for test in [headline] + row.other_tests.get(task, []):
+                ci = "—" if math.isnan(test.ci[0]) else f"[{test.ci[0]:+.4f}, {test.ci[1]:+.4f}]"
+                body.append(
+                    [
+                        row.group,
+                        row.baseline or "—",
+                        task,
+                        test.kind + ("" if test is headline else " (secondary)"),
+                        str(test.seeds),
+                        str(test.n),
+                        "—" if math.isnan(test.mean_diff) else f"{test.mean_diff:+.4f}",
+                        ci,
+                        "—" if math.isnan(test.statistic) else f"{test.statistic:.3f}",
+                        fmt_p(test, corrected=False),
+                        fmt_p(test),
+                    ]
+                )
     if not body:
         return "No paired tests (the grid names no baseline, or the baseline row has no results)."
-    header = ["row", "baseline", "task", "pairs", "n", f"mean diff R@{k}", "t", "p"]
+    header = [
+        "row",
+        "baseline",
+        "task",
+        "test",
+        "seeds",
+        "n",
+        f"mean diff R@{k}",
+        "95% CI",
+        "t",
+        "p",
+        "p (Holm)",
+    ]
     return _md_table(header, body)
 
 
@@ -964,7 +1147,13 @@ def write_study_report(
         f"{n_done} of {len(study.cells)} cells finished"
         + (f", {len(failed)} failed" if failed else "")
         + f". Grid file: `{info.get('source', '?')}`. "
-        + (f"Rows average over `{group_over}` (mean ± sample std, ddof=1). " if group_over else "")
+        + (
+            f"Rows average over training seeds (`{group_over}`; mean ± sample std, ddof=1; the "
+            "*seeds* column gives their number per row). "
+            if group_over
+            else "One run per row (no seed axis): no seed variance is measured. "
+        )
+        + _seed_note(rows)
         + ("All rows: " + ", ".join(f"{a}={v}" for a, v in fixed.items()) + ". " if fixed else "")
         + "Every number below is read from the cells' run directories.\n"
     )
@@ -973,10 +1162,11 @@ def write_study_report(
         f"Generator Recall@{k} (R) and NDCG@{k} (N) on held-out search queries and on each "
         "user's held-out next item. "
         + (
-            "p: paired t-test against the baseline row ("
+            "p: Holm-corrected p-value against the baseline row ("
             + ", ".join(f"{a}={v}" for a, v in baseline.items())
-            + ", in bold) on per-example hits, pooled over seeds; † = paired over seeds "
-            "(inputs differ). See *Statistical tests*.\n"
+            + f", in bold): a paired t-test over seeds (>= {MIN_SEEDS_FOR_SEED_TEST} common "
+            "seeds), else a paired bootstrap of examples within each seed (‡: counts "
+            "test-sample noise only, not training-seed variance). See *Statistical tests*.\n"
             if baseline
             else "\n"
         ),
@@ -1014,12 +1204,20 @@ def write_study_report(
         "whether the target's code is shared. Means over seeds.\n",
         collisions_table(collisions, k) + "\n",
         "## Statistical tests\n",
-        "Two-sided paired t-tests (`scipy.stats.ttest_rel`) of each row against its baseline "
-        "row (same labels except the baseline axes). *examples*: both runs of a seed were scored "
-        "on identical held-out inputs (same split and evaluation sample: the seed fixes both), "
-        f"so the pairs are per-example hit@{k} indicators, pooled over the common seeds. "
-        f"*seeds*: the inputs differ, so the pairs are per-seed Recall@{k} (needs two seeds). "
-        "p-values are not corrected for multiple comparisons.\n",
+        f"Each row against its baseline row (same labels except the baseline axes), on hit@{k}, "
+        "two-sided. *seeds*: paired t-test over the common training seeds "
+        f"(`scipy.stats.ttest_rel` on per-seed Recall@{k}; the headline test whenever there are "
+        f">= {MIN_SEEDS_FOR_SEED_TEST} common seeds): a seed is a trained model, so the test "
+        "counts training-seed variance (and the test-sample noise inside each seed's mean). "
+        f"*bootstrap*: paired bootstrap ({BOOTSTRAP_RESAMPLES} resamples, fixed seed) that "
+        "resamples the held-out examples within each seed, keeping each example's pair (both "
+        "runs of a seed are scored on identical inputs), and averages the per-seed differences "
+        "over seeds; it counts test-sample noise only and is the headline test only with fewer "
+        f"than {MIN_SEEDS_FOR_SEED_TEST} seeds (‡). *seeds* column: common seeds; *n*: pairs. "
+        "**p (Holm)**: Holm–Bonferroni correction (`statsmodels` `multipletests`, "
+        "method=holm) over all headline comparisons of the results table (every row and "
+        "task); the secondary bootstrap p-values are corrected as a family of their own. "
+        "The results table shows the corrected headline p-values.\n",
         tests_table(rows, k) + "\n",
         "## Semantic-ID diagnostics\n",
         diagnostics_table(study) + "\n",
@@ -1057,6 +1255,16 @@ def write_study_report(
         },
     )
     return path
+
+
+def _seed_note(rows: list[RowStats]) -> str:
+    """A warning when a row averages runs that differ in more than their seeds."""
+    mixed = [
+        f"{r.group} ({', '.join(r.non_seed_differences)})" for r in rows if r.non_seed_differences
+    ]
+    if not mixed:
+        return ""
+    return "**Rows whose runs differ in more than the seed:** " + "; ".join(mixed) + ". "
 
 
 def _error(cell: CellResult) -> str:
