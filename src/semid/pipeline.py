@@ -19,13 +19,13 @@ import torch
 
 from semid import __version__
 from semid.config import RunConfig
-from semid.data import load_dataset, load_query_file, make_splits
+from semid.data import load_dataset, load_query_file, make_splits, query_ambiguity
 from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
 from semid.embeddings import build_embeddings, load_embeddings
 from semid.embeddings.config import EmbeddingConfig
 from semid.errors import ConfigError
-from semid.evaluation.evaluate import EvalInputs, eval_inputs, score
+from semid.evaluation.evaluate import EvalInputs, eval_inputs, score, score_sets
 from semid.evaluation.reference import knn
 from semid.generative.examples import InputEncoder, build_examples, rec_windows
 from semid.generative.model import (
@@ -38,7 +38,7 @@ from semid.generative.model import (
 from semid.generative.retriever import GenerativeRetriever
 from semid.generative.train import level_masks, train_generator
 from semid.generative.vocab import SemanticVocab, train_text_tokenizer
-from semid.io import file_hash, read_json, stable_hash, write_json, write_parquet
+from semid.io import file_hash, read_json, stable_hash, write_json, write_npy, write_parquet
 from semid.quantizers import build_ids, load_ids
 from semid.runs import STAGES, Run, StageResult
 
@@ -128,6 +128,8 @@ def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
         return {
             "users": splits.sequences.height,
             "queries": {row["split"]: row["len"] for row in counts},
+            "ties": splits.tie_stats,
+            "query_ambiguity": query_ambiguity(splits.queries, "test", cfg.eval.ks),
         }
 
     return state.run.stage("splits", material, build, force)
@@ -231,11 +233,66 @@ def _id_vectors(spaces: dict, artifact, dim: int, seed: int) -> dict[str, list[n
     return out
 
 
+def training_texts(items: pl.DataFrame, splits: Splits, cfg: RunConfig) -> tuple[list, list]:
+    """The generator's search-type training inputs (queries, then indexing inputs per
+    variant) and their target item indices."""
+    train_q = splits.train_queries()
+    texts = train_q["query"].to_list()
+    targets = train_q["item_idx"].to_list()
+    if cfg.train.indexing_examples:
+        for variant in cfg.train.indexing_variants:
+            texts += indexing_texts(items, variant)
+            targets += list(range(items.height))
+    return texts, targets
+
+
+def text_encoder_path(cfg: RunConfig, artifact) -> str:
+    """The sentence encoder a text-t5 generator reads texts with."""
+    from semid.embeddings.encoders import resolve_encoder
+
+    if cfg.model.text_encoder:
+        return resolve_encoder(cfg.model.text_encoder)
+    return artifact.encoder_path or resolve_encoder("minilm")
+
+
+def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult:
+    """Sentence vectors of the generator's training texts (text-t5): computed once, shared by
+    every generator trained on the same texts with the same encoder (seeds, sizes, recipes)."""
+    cfg = state.cfg
+    encoder = cfg.model.text_encoder or (
+        "minilm" if cfg.embedding.space == "rec" else state.stages["embeddings"].key
+    )
+    material = {
+        "data": state.stages["data"].key,
+        "splits": state.stages["splits"].key,
+        "encoder": encoder,
+        "indexing": cfg.train.model_dump(
+            mode="json", include={"indexing_examples", "indexing_variants"}
+        ),
+    }
+
+    def build(out: Path) -> dict:
+        from semid.generative.textmodel import FrozenTextEncoder
+
+        set_threads(cfg.train.num_threads)
+        items = pl.read_parquet(state.path("data") / "items.parquet")
+        texts, _ = training_texts(items, Splits.load(state.path("splits")), cfg)
+        path = text_encoder_path(cfg, load_embeddings(state.path("embeddings")))
+        encoder_ = FrozenTextEncoder(path)
+        vectors = encoder_.encode(texts, progress=True)
+        write_npy(out / "vectors.npy", vectors.astype(np.float16))  # half the disk, ~1e-3 error
+        return {"texts": len(texts), "dim": int(vectors.shape[1]), "encoder": path}
+
+    return state.run.stage("text_vectors", material, build, force)
+
+
 def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
+    text_stage = stage_text_vectors(state, force) if cfg.model.backbone == "text-t5" else None
     material = {
         "splits": state.stages["splits"].key,
         "ids": state.stages["ids"].key,
+        "text_vectors": text_stage.key if text_stage else None,
         "model": cfg.model.model_dump(mode="json"),
         "train": cfg.train.model_dump(mode="json", exclude={"seed", "num_threads", "device"}),
         "seed": generator_seed(cfg),
@@ -252,14 +309,13 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         train_q = splits.train_queries()
         artifact = load_embeddings(state.path("embeddings"))
         encoder_path = artifact.encoder_path
-        text = None
-        if cfg.model.backbone == "text-t5":
-            from semid.embeddings.encoders import resolve_encoder
+        text = vectors = None
+        if text_stage is not None:
             from semid.generative.textmodel import FrozenTextEncoder
 
-            if cfg.model.text_encoder or not encoder_path:
-                encoder_path = resolve_encoder(cfg.model.text_encoder or "minilm")
+            encoder_path = text_encoder_path(cfg, artifact)
             text = FrozenTextEncoder(encoder_path)
+            vectors = np.load(text_stage.path / "vectors.npy").astype(np.float32)
             # the word pieces are unused by text-t5 (texts go through the sentence encoder)
             tokenizer = train_text_tokenizer(items["title"].fill_null("").to_list(), 500)
         else:
@@ -278,17 +334,12 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             cfg.model.max_query_tokens,
             cfg.model.max_history_items,
             text_slots=cfg.model.text_slots if text is not None else 0,
+            pooled_history=text is not None and cfg.model.history_input == "items",
         )
-        texts = train_q["query"].to_list()
-        targets = train_q["item_idx"].to_list()
-        if cfg.train.indexing_examples:
-            for variant in cfg.train.indexing_variants:
-                texts += indexing_texts(items, variant)
-                targets += list(range(items.height))
+        texts, targets = training_texts(items, splits, cfg)
         histories, rec_targets = rec_windows(
             splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
         )
-        vectors = text.encode(texts, progress=True) if text is not None else None
         examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
         device = resolve_device(cfg.train.device)
         model = build_model(
@@ -342,36 +393,72 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("model", material, build, force)
 
 
-BASELINE_ONLY = {"baselines", "sasrec_epochs", "exclude_seen"}
+BASELINE_ONLY = {"baselines", "sasrec_epochs"}
+DECODING_ONLY = {"precision", "beam_width", "batch_size"}
 
 
-def _sample_key(cfg: RunConfig) -> dict:
-    """What decides the held-out inputs and the decoding (not the baselines' own settings)."""
-    return {"eval": cfg.eval.model_dump(mode="json", exclude=BASELINE_ONLY), "seed": cfg.seed}
+def real_queries_path(cfg: RunConfig) -> Path | None:
+    """The real-request file of ``eval.real_queries`` for this dataset, if it exists."""
+    if cfg.eval.real_queries is None:
+        return None
+    path = Path(str(cfg.eval.real_queries).replace("{dataset}", cfg.data.dataset))
+    candidates = [path] if path.is_absolute() else [path, Path(__file__).parents[2] / path]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _sample_key(cfg: RunConfig, decoding: bool = True) -> dict:
+    """What decides the held-out inputs (and, with ``decoding``, how the generator decodes);
+    not the baselines' own settings."""
+    exclude = BASELINE_ONLY | (set() if decoding else DECODING_ONLY)
+    return {
+        "eval": cfg.eval.model_dump(mode="json", exclude=exclude),
+        "seed": cfg.seed,
+        "real_queries": _fingerprint(real_queries_path(cfg)),
+    }
+
+
+def load_eval_inputs(state: PipelineState) -> EvalInputs:
+    """Every evaluation set of the run (see :func:`semid.evaluation.evaluate.eval_inputs`)."""
+    cfg = state.cfg
+    dataset = Dataset.load(state.path("data"))
+    splits = Splits.load(state.path("splits"))
+    path = real_queries_path(cfg)
+    real = load_query_file(path, dataset, skip_unknown_items=True) if path is not None else None
+    titles = dataset.items["title"].fill_null("").to_list()
+    return eval_inputs(splits, cfg.eval, cfg.seed, real, titles)
 
 
 def generative_predictions(
     retriever: GenerativeRetriever, inputs: EvalInputs, cfg: RunConfig, method: str = "generative"
 ) -> tuple[dict, list[pl.DataFrame]]:
-    """Decode every held-out input with the trie-constrained beam search and score it."""
-    ks, beam = cfg.eval.ks, cfg.eval.beam_size
+    """Decode every held-out input with the trie-constrained beam search and score it.
+
+    Recommendation follows ``eval.exclude_seen`` with the history banned inside the beam.
+    """
+    ks, k = cfg.eval.ks, cfg.eval.beam_size
+    beams, batch = cfg.eval.beam_width, cfg.eval.batch_size
+    retriever.precision = cfg.eval.precision
     metrics: dict[str, dict] = {}
     frames = []
     if inputs.queries:
         items, scores = retriever.search(
-            inputs.queries, k=beam, batch_size=cfg.eval.batch_size, progress=True
+            inputs.queries, k=k, batch_size=batch, progress=True, beams=beams
         )
-        metrics["search"], frame = score(
-            method, "search", items, inputs.query_targets, ks, inputs.queries, scores
-        )
-        frames.append(frame)
+        found, parts = score_sets(method, "search", items, inputs, ks, scores)
+        metrics.update(found)
+        frames += parts
     if inputs.histories:
         items, scores = retriever.recommend(
-            inputs.histories, k=beam, batch_size=cfg.eval.batch_size, progress=True
+            inputs.histories,
+            k=k,
+            batch_size=batch,
+            progress=True,
+            exclude_seen=cfg.eval.exclude_seen,
+            beams=beams,
         )
-        users = [str(u) for u in inputs.user_ids]
-        metrics["rec"], frame = score(method, "rec", items, inputs.rec_targets, ks, users, scores)
-        frames.append(frame)
+        found, parts = score_sets(method, "rec", items, inputs, ks, scores)
+        metrics.update(found)
+        frames += parts
     return metrics, frames
 
 
@@ -381,13 +468,12 @@ def stage_evaluate(state: PipelineState, force: bool = False) -> StageResult:
 
     def build(out: Path) -> dict:
         set_threads(cfg.train.num_threads)
-        splits = Splits.load(state.path("splits"))
-        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        inputs = load_eval_inputs(state)
         retriever = GenerativeRetriever.load(state.path("model"))
         metrics, frames = generative_predictions(retriever, inputs, cfg)
         write_parquet(out / "predictions.parquet", pl.concat(frames))
         write_json(out / "metrics.json", {"generative": metrics})
-        return {"generative": metrics}
+        return {"generative": metrics, "search_tokens_read": retriever.query_tokens_read()}
 
     return state.run.stage("evaluate", material, build, force)
 
@@ -407,16 +493,19 @@ def stage_reference(state: PipelineState, force: bool = False) -> StageResult:
         "splits": state.stages["splits"].key,
         "embeddings": state.stages["embeddings"].key,
         "baselines": cfg.eval.model_dump(mode="json", include={"baselines"}),
-        **_sample_key(cfg),
+        **_sample_key(cfg, decoding=False),
     }
 
     def build(out: Path) -> dict:
         from semid.evaluation.baselines import run_reference
 
         set_threads(cfg.train.num_threads)
-        inputs = eval_inputs(Splits.load(state.path("splits")), cfg.eval, cfg.seed)
+        inputs = load_eval_inputs(state)
         artifact = load_embeddings(state.path("embeddings"))
-        return _write_scores(out, *run_reference(artifact, inputs, cfg))
+        facts = _write_scores(out, *run_reference(artifact, inputs, cfg))
+        if artifact._model is not None:
+            facts["search_tokens_read"] = int(artifact._model.max_seq_length)
+        return facts
 
     return state.run.stage("reference", material, build, force)
 
@@ -428,7 +517,7 @@ def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
         "data": state.stages["data"].key,
         "splits": state.stages["splits"].key,
         "baselines": cfg.eval.model_dump(mode="json", include=BASELINE_ONLY),
-        **_sample_key(cfg),
+        **_sample_key(cfg, decoding=False),
     }
 
     def build(out: Path) -> dict:
@@ -437,7 +526,7 @@ def stage_baselines(state: PipelineState, force: bool = False) -> StageResult:
         set_threads(cfg.train.num_threads)
         dataset = Dataset.load(state.path("data"))
         splits = Splits.load(state.path("splits"))
-        inputs = eval_inputs(splits, cfg.eval, cfg.seed)
+        inputs = load_eval_inputs(state)
         return _write_scores(out, *run_baselines(dataset, splits, inputs, cfg))
 
     return state.run.stage("baselines", material, build, force)
@@ -503,7 +592,16 @@ def finalize_run(state: PipelineState) -> None:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(state.path("model"), model_dir, ignore=shutil.ignore_patterns("_stage.json"))
-    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"))
+    tokens = {}
+    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
+        read = (
+            state.run.manifest["stages"].get(stage, {}).get("facts", {}).get("search_tokens_read")
+        )
+        if read:
+            tokens[method] = read
+    if "bm25" in metrics:
+        tokens["bm25"] = "all"
+    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"), tokens)
 
 
 def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:

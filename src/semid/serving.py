@@ -223,12 +223,14 @@ class SemidModel:
             return []
         allowed = self.allowed_rows(item_filter)
         retriever = self.retriever
+        vectors = item_tokens = None
         if task == "search":
             texts = [str(q) for q in inputs]
             if any(not q.strip() for q in texts):
                 raise DataError("empty query")
             if exact:
                 tokens = retriever.inputs.search(texts)
+                vectors = retriever.text_vectors(texts)
             else:
                 rows, scores = retriever.search(texts, k, batch_size, allowed)
         elif task == "rec":
@@ -237,12 +239,15 @@ class SemidModel:
             histories = [self.item_rows(h).tolist() for h in inputs]
             if exact:
                 tokens = retriever.inputs.history(histories)
+                item_tokens = retriever.history_tokens(histories)
             else:
                 rows, scores = retriever.recommend(histories, k, batch_size, allowed)
         else:
             raise DataError(f"task={task!r}: must be 'search' or 'rec'")
         if exact:
-            rows, scores = exact_rank(retriever, tokens, task, k, allowed)
+            rows, scores = exact_rank(
+                retriever, tokens, task, k, allowed, vectors=vectors, item_tokens=item_tokens
+            )
         return [self._frame(r, s) for r, s in zip(rows, scores, strict=True)]
 
     def search(

@@ -30,6 +30,7 @@ accepted instead of ``movieId``; optional ``group`` and ``split`` keys are kept)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import re
@@ -570,11 +571,13 @@ def check_queries(frame: pl.DataFrame, n_items: int, source: str) -> pl.DataFram
 ID_KEYS = ("movieId", "item_id")
 
 
-def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
+def load_query_file(path: Path, dataset: Dataset, skip_unknown_items: bool = False) -> pl.DataFrame:
     """Read a JSONL query file and map its ids to item indices.
 
     Every problem (bad JSON, missing keys, wrong types, ids the catalogue lacks) is collected
-    and reported in one :class:`DataError`, each with its line number.
+    and reported in one :class:`DataError`, each with its line number. With
+    ``skip_unknown_items`` (a query set made for a larger catalogue, e.g. real requests on a
+    subset), lines whose item the catalogue lacks are dropped instead; how many is logged.
 
     Returns
     -------
@@ -590,7 +593,7 @@ def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
     log_ = ProblemLog()
     rows: list[tuple[str, int, str | None, str | None]] = []
     lines_without_split: list[int] = []
-    seen_lines = 0
+    seen_lines = skipped = 0
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -601,6 +604,9 @@ def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
                 if not line.strip():
                     continue
                 seen_lines += 1
+                if skip_unknown_items and _unknown_item(line, index):
+                    skipped += 1
+                    continue
                 parsed = _parse_query_line(line, number, name, index, log_)
                 if parsed is not None:
                     rows.append(parsed)
@@ -612,6 +618,10 @@ def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
         raise DataError(
             f'{path}: empty query file (expected one JSON object per line: {{"query": "...", '
             f'"movieId": 1}})'
+        )
+    if skipped:
+        logging.getLogger(__name__).info(
+            "%s: %d queries for items not in the catalogue skipped", path, skipped
         )
     has_split = any(row[3] is not None for row in rows)
     if has_split:
@@ -626,6 +636,18 @@ def load_query_file(path: Path, dataset: Dataset) -> pl.DataFrame:
     keep += ["group"] if frame["group"].null_count() < frame.height else []
     keep += ["split"] if has_split else []
     return frame.select(keep)
+
+
+def _unknown_item(line: str, index: dict) -> bool:
+    """Whether a well-formed line names an item id the catalogue lacks."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    item_id = _as_int(obj.get("movieId", obj.get("item_id")))
+    return item_id is not None and item_id not in index
 
 
 def _parse_query_line(

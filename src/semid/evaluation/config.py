@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -10,7 +13,7 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ks: list[int] = Field([10, 30], description="Cut-offs for Recall@K and NDCG@K.")
+    ks: list[int] = Field([1, 10, 30], description="Cut-offs for Recall@K and NDCG@K.")
     beam_size: int = Field(30, ge=1, description="Beams = items returned per input.")
     batch_size: int = Field(32, ge=1, description="Inputs decoded at once.")
     max_search_queries: int | None = Field(
@@ -32,4 +35,34 @@ class EvalConfig(BaseModel):
     sasrec_epochs: int = Field(
         40, ge=1, description="Training epochs of the SASRec baseline (converges by ~40 here)."
     )
-    split: str = Field("test", pattern="^(test|valid)$", description="Which target to score.")
+    splits: list[Literal["valid", "test"]] = Field(
+        ["valid", "test"],
+        description="Splits scored in one run: 'valid' (choices are made here: half of each "
+        "item's held-out queries; the train prefix predicts the validation item) and 'test' "
+        "(the final tables: the other half; prefix + validation item predict the test item). "
+        "Metric keys: search/rec (test), search_valid/rec_valid.",
+    )
+    real_queries: Path | None = Field(
+        Path("../shared/data/trec-tot-2023-movies/queries-{dataset}.jsonl"),
+        description="JSONL of real requests scored as a second search test set (search_real) "
+        "when the file exists; {dataset} is replaced by data.dataset; relative paths are read "
+        "from the working directory, then beside the semid checkout. None = off.",
+    )
+    max_title_queries: int | None = Field(
+        2000,
+        ge=0,
+        description="Items whose title alone is scored as a query (search_title, an indexing "
+        "check: the title is a training input); a seeded sample, None = every item, 0 = off.",
+    )
+    precision: str = Field(
+        "fp32",
+        pattern="^(auto|fp32|bf16)$",
+        description="Decoding precision. fp32: bf16 rounds the logits the beams are ranked by "
+        "(measured in benchmarks/generator.py).",
+    )
+    beam_width: int | None = Field(
+        None,
+        ge=1,
+        description="Beams kept while decoding (default beam_size); wider beams make the "
+        "beam_size items returned closer to the model's exact top.",
+    )

@@ -25,6 +25,13 @@ class ModelConfig(BaseModel):
     text_slots: int = Field(
         4, ge=1, description="text-t5: encoder positions the projected text vector fills."
     )
+    history_input: str = Field(
+        "items",
+        pattern="^(items|codes)$",
+        description="text-t5: a history item enters the encoder as one position, the sum of "
+        "its ID-token embeddings ('items'), or as all its ID tokens ('codes', as in TIGER; "
+        "n_cols times longer inputs).",
+    )
     id_init: str = Field(
         "centroids",
         pattern="^(centroids|random)$",

@@ -85,7 +85,9 @@ def constrained_beam_search(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask
         ).last_hidden_state
     else:
-        encoder_hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        encoder_hidden = encoder(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
     forbidden = trie.banned_transitions([np.asarray(b) for b in banned]) if banned else None
     beam_of = torch.arange(batch, device=device)  # input row of each live beam
     nodes = torch.zeros(batch, dtype=torch.long)  # trie node of each live beam (CPU)
@@ -93,11 +95,15 @@ def constrained_beam_search(
     prefix = torch.full((batch, 1), decoder_start_id, dtype=torch.long, device=device)
     width = 1
     for col in range(trie.depth):
-        logits = model(
-            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden[beam_of]),
-            attention_mask=attention_mask[beam_of],
-            decoder_input_ids=prefix,
-        ).logits[:, -1, :].float()
+        logits = (
+            model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden[beam_of]),
+                attention_mask=attention_mask[beam_of],
+                decoder_input_ids=prefix,
+            )
+            .logits[:, -1, :]
+            .float()
+        )
         card = space.cardinalities[col]
         offset = space.offsets[col]
         if level_softmax:

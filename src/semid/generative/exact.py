@@ -33,6 +33,8 @@ def score_candidates(
     max_rows: int = 1024,
     cold_share: torch.Tensor | None = None,
     last_level: tuple[int, int] | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    level_ranges: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Log-likelihood of every candidate ID for every input.
 
@@ -54,6 +56,11 @@ def score_candidates(
         Needs ``last_level``.
     last_level : (int, int), optional
         First token id and number of tokens of the last level.
+    inputs_embeds : Tensor, optional
+        Encoder input embeddings instead of ``input_ids`` (text-t5).
+    level_ranges : list of (int, int), optional
+        (first token id, count) of each column: normalise each position over its level's
+        codes (models trained with a level-restricted softmax), as beam search does.
 
     Returns
     -------
@@ -62,9 +69,14 @@ def score_candidates(
     """
     device = input_ids.device
     batch = input_ids.shape[0]
-    encoder_hidden = model.get_encoder()(
-        input_ids=input_ids, attention_mask=attention_mask
-    ).last_hidden_state
+    if inputs_embeds is not None:
+        encoder_hidden = model.get_encoder()(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask
+        ).last_hidden_state
+    else:
+        encoder_hidden = model.get_encoder()(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
     id_tokens = id_tokens.to(device)
     n_cand, n_cols = id_tokens.shape
     start = torch.full((n_cand, 1), decoder_start_id, dtype=torch.long, device=device)
@@ -80,8 +92,14 @@ def score_candidates(
             encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
             attention_mask=mask,
             decoder_input_ids=decoder_inputs[lo:hi].repeat(batch, 1),
-        ).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        ).logits.float()
+        if level_ranges is not None:
+            logits = logits.clone()
+            for col, (first, count) in enumerate(level_ranges):
+                outside = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                outside[first : first + count] = False
+                logits[:, col, outside] = float("-inf")
+        logp = torch.log_softmax(logits, dim=-1)
         target = id_tokens[lo:hi].repeat(batch, 1)[..., None]
         token_logp = logp.gather(-1, target).squeeze(-1)
         share = None if cold_share is None else cold_share[lo:hi].to(device).repeat(batch)
@@ -101,8 +119,13 @@ def score_all(
     batch_size: int = 8,
     max_rows: int = 1024,
     cold_items: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
+    item_tokens: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every decodable item (or every allowed one) for each input.
+
+    ``vectors`` / ``item_tokens``: the inputs' sentence vectors (text-t5 search inputs) or
+    history ID tokens (pooled-history rec inputs).
 
     The candidates are the leaves of the task's trie, so items that share a full ID with another
     item (no disambiguation level) are left out exactly as beam search leaves them out.
@@ -136,6 +159,9 @@ def score_all(
         is_cold = np.isin(candidates, np.asarray(cold_items, dtype=np.int64))
         cold_share = torch.from_numpy(np.where(is_cold, share, np.nan).astype(np.float32))
     last_level = (space.offsets[-1], space.cardinalities[-1])
+    level_ranges = None
+    if retriever.level_softmax:
+        level_ranges = list(zip(space.offsets, space.cardinalities, strict=True))
     device = retriever.device
     amp = autocast_dtype(retriever.precision, device)
     scores = np.empty((len(token_lists), len(candidates)), dtype=np.float32)
@@ -144,6 +170,8 @@ def score_all(
         input_ids = torch.from_numpy(ids.astype(np.int64)).to(device)
         mask = input_ids != retriever.vocab.pad_id
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+            rows = np.arange(lo, min(lo + batch_size, len(token_lists)))
+            embeds = retriever.encoder_embeds(input_ids, rows, vectors, item_tokens)
             block = score_candidates(
                 retriever.model,
                 input_ids,
@@ -153,6 +181,8 @@ def score_all(
                 max_rows,
                 cold_share,
                 last_level,
+                embeds,
+                level_ranges,
             )
         scores[lo : lo + len(ids)] = block.numpy()
     return candidates, scores
@@ -166,8 +196,12 @@ def exact_rank(
     allowed_items: np.ndarray | None = None,
     batch_size: int = 8,
     cold_items: np.ndarray | None = None,
+    vectors: np.ndarray | None = None,
+    item_tokens: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items by exact log-likelihood, in the same format as beam search.
+
+    ``vectors`` / ``item_tokens``: see :func:`score_all`.
 
     Returns ``(items, scores)`` of shape (n_inputs, k): item indices (-1 pads where fewer than
     ``k`` candidates exist) and their log-likelihoods (``-inf`` pads).
@@ -175,7 +209,14 @@ def exact_rank(
     if k < 1:
         raise DataError(f"k={k}: must be at least 1")
     candidates, scores = score_all(
-        retriever, token_lists, task, allowed_items, batch_size, cold_items=cold_items
+        retriever,
+        token_lists,
+        task,
+        allowed_items,
+        batch_size,
+        cold_items=cold_items,
+        vectors=vectors,
+        item_tokens=item_tokens,
     )
     top = min(k, len(candidates))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
@@ -195,7 +236,13 @@ def exact_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact counterpart of :meth:`GenerativeRetriever.search`."""
     return exact_rank(
-        retriever, retriever.inputs.search(queries), "search", k, allowed_items, batch_size
+        retriever,
+        retriever.inputs.search(queries),
+        "search",
+        k,
+        allowed_items,
+        batch_size,
+        vectors=retriever.text_vectors(queries),
     )
 
 
@@ -208,5 +255,11 @@ def exact_recommend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact counterpart of :meth:`GenerativeRetriever.recommend`."""
     return exact_rank(
-        retriever, retriever.inputs.history(histories), "rec", k, allowed_items, batch_size
+        retriever,
+        retriever.inputs.history(histories),
+        "rec",
+        k,
+        allowed_items,
+        batch_size,
+        item_tokens=retriever.history_tokens(histories),
     )

@@ -20,6 +20,8 @@ class Examples:
     task: np.ndarray  # int8 (n,): 0 search/indexing, 1 rec
     text_vectors: np.ndarray | None = None  # float32 (n_texts, dim): text-t5 inputs
     text_index: np.ndarray | None = None  # int32 (n,): row of text_vectors, -1 for none
+    item_tokens: np.ndarray | None = None  # int64 (n_rec, max_items, n_cols): pooled histories
+    item_index: np.ndarray | None = None  # int32 (n,): row of item_tokens, -1 for none
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -35,11 +37,13 @@ class InputEncoder:
         max_query_tokens: int,
         max_history_items: int,
         text_slots: int = 0,
+        pooled_history: bool = False,
     ) -> None:
         self.vocab = vocab
         self.max_query_tokens = max_query_tokens
         self.max_history_items = max_history_items
         self.text_slots = text_slots
+        self.pooled_history = pooled_history
         self.id_tokens = {name: vocab.spaces[name].tokens(c) for name, c in id_codes.items()}
 
     def search(self, texts: Sequence[str]) -> list[list[int]]:
@@ -58,13 +62,29 @@ class InputEncoder:
         return [[head, *ids, eos] for ids in enc]
 
     def history(self, histories: Sequence[Sequence[int]]) -> list[list[int]]:
-        """``<task_rec>`` + the ID tokens of the last items of each history + ``</s>``."""
+        """``<task_rec>`` + the ID tokens of the last items of each history + ``</s>``; with
+        ``pooled_history``, one placeholder per item (filled by :meth:`history_items`)."""
         table = self.id_tokens[self.vocab.task_space["rec"]]
         head, eos = self.vocab.task_token("rec"), self.vocab.eos_id
         out = []
         for items in histories:
             recent = list(items)[-self.max_history_items :]
-            out.append([head, *table[recent].reshape(-1).tolist(), eos])
+            if self.pooled_history:
+                out.append([head] + [self.vocab.unk_id] * len(recent) + [eos])
+            else:
+                out.append([head, *table[recent].reshape(-1).tolist(), eos])
+        return out
+
+    def history_items(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """ID tokens of the last items of each history: (n, max_history_items, n_cols), most
+        recent last, left-aligned, ``pad_id`` rows after the history ends."""
+        table = self.id_tokens[self.vocab.task_space["rec"]]
+        out = np.full(
+            (len(histories), self.max_history_items, table.shape[1]), self.vocab.pad_id, np.int64
+        )
+        for row, items in enumerate(histories):
+            recent = list(items)[-self.max_history_items :]
+            out[row, : len(recent)] = table[recent]
         return out
 
     def targets(self, items: Sequence[int], task: str) -> np.ndarray:
@@ -121,8 +141,14 @@ def build_examples(
     task = np.concatenate(
         [np.zeros(len(search_inputs), np.int8), np.ones(len(rec_inputs), np.int8)]
     )
-    index = None
+    index = item_tokens = item_index = None
     if text_vectors is not None:
         index = np.full(len(task), -1, dtype=np.int32)
         index[: len(search_inputs)] = np.arange(len(search_inputs), dtype=np.int32)
-    return Examples(inputs, lengths, np.concatenate(parts), task, text_vectors, index)
+    if encoder.pooled_history and len(histories):
+        item_tokens = encoder.history_items(histories)
+        item_index = np.full(len(task), -1, dtype=np.int32)
+        item_index[len(search_inputs) :] = np.arange(len(rec_inputs), dtype=np.int32)
+    return Examples(
+        inputs, lengths, np.concatenate(parts), task, text_vectors, index, item_tokens, item_index
+    )

@@ -86,7 +86,10 @@ def build_model(
             num_heads=cfg.num_heads,
             dropout_rate=cfg.dropout,
             feed_forward_proj="gated-gelu",
-            tie_word_embeddings=False,
+            # transformers >= 5 always ties T5's input and output tables; this flag only says
+            # whether decoder outputs are scaled by d_model**-0.5 before the tied head
+            # (text-t5: yes, the original T5 convention with unit-variance embeddings).
+            tie_word_embeddings=cfg.backbone == "text-t5",
             pad_token_id=pad_id,
             eos_token_id=eos_id,
             decoder_start_token_id=pad_id,
@@ -96,11 +99,15 @@ def build_model(
 
             if encoder_path is None or text_dim is None:
                 raise ConfigError("model.backbone=text-t5: no sentence encoder to read texts")
-            model = build_text_t5(config, text_dim, cfg.text_slots, encoder_path)
-        else:
-            model = T5ForConditionalGeneration(config)
-        # HF draws the untied LM head with std 1: logits then have std ~sqrt(d_model) and the
-        # first loss is ~60 nats. Use the d_model**-0.5 scale of T5's tied head instead.
+            model = build_text_t5(
+                config, text_dim, cfg.text_slots, encoder_path, cfg.history_input == "items"
+            )
+            with torch.no_grad():
+                model.shared.weight.normal_(0.0, 1.0)
+            return model
+        model = T5ForConditionalGeneration(config)
+        # With unscaled decoder outputs, a head of std 1 gives logits of std ~sqrt(d_model) and
+        # a first loss of ~60 nats: draw the (tied) table with std d_model**-0.5 instead.
         with torch.no_grad():
             model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
         return model
@@ -152,17 +159,29 @@ def load_model(folder: Path) -> PreTrainedModel:
 
 def init_id_rows(model: PreTrainedModel, vocab, vectors: dict[str, list]) -> None:
     """Set the input and output rows of every ID token from ``vectors[space][col]``
-    (unit-variance rows, see :func:`semid.generative.textmodel.id_token_vectors`)."""
-    d_model = model.config.d_model
+    (unit-variance rows, see :func:`semid.generative.textmodel.id_token_vectors`).
+
+    Rows keep the scale of the table they go into: unit variance for input tables and for a
+    tied table whose decoder outputs are scaled (T5 convention), ``d_model**-0.5`` for an
+    output head that sees unscaled decoder states.
+    """
+    head_scale = model.config.d_model**-0.5
     inputs = model.get_input_embeddings().weight
     outputs = model.get_output_embeddings().weight
+    tied = inputs.data_ptr() == outputs.data_ptr()
+    scaled_outputs = bool(getattr(model.config, "scale_decoder_outputs", False))
     with torch.no_grad():
         for name, cols in vectors.items():
             space = vocab.spaces[name]
             for offset, rows in zip(space.offsets, cols, strict=True):
                 block = torch.from_numpy(rows).to(inputs.dtype)
-                inputs[offset : offset + len(block)] = block
-                outputs[offset : offset + len(block)] = block * d_model**-0.5
+                if tied:
+                    inputs[offset : offset + len(block)] = block * (
+                        1.0 if scaled_outputs else head_scale
+                    )
+                else:
+                    inputs[offset : offset + len(block)] = block
+                    outputs[offset : offset + len(block)] = block * head_scale
 
 
 def count_parameters(model: torch.nn.Module) -> int:

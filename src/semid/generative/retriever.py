@@ -71,7 +71,12 @@ class GenerativeRetriever:
         if slots and text_encoder is None:
             text_encoder = self.text_encoder = FrozenTextEncoder(model.config.text_encoder_path)
         self.inputs = InputEncoder(
-            vocab, id_codes, max_query_tokens, max_history_items, text_slots=slots
+            vocab,
+            id_codes,
+            max_query_tokens,
+            max_history_items,
+            text_slots=slots,
+            pooled_history=bool(getattr(model.config, "pooled_history", False)),
         )
         self.tries = {
             name: PrefixTrie(codes, vocab.spaces[name].cardinalities)
@@ -97,6 +102,36 @@ class GenerativeRetriever:
 
         return self.trie_cache.get((space, digest), build)
 
+    def text_vectors(self, texts: Sequence[str], progress: bool = False) -> np.ndarray | None:
+        """Sentence vectors of search texts (text-t5), or None for token-input models."""
+        if self.text_encoder is None:
+            return None
+        return self.text_encoder.encode(list(texts), progress=progress)
+
+    def history_tokens(self, histories: Sequence[Sequence[int]]) -> np.ndarray | None:
+        """ID tokens of each history's items for a pooled-history model, else None."""
+        return self.inputs.history_items(histories) if self.inputs.pooled_history else None
+
+    def encoder_embeds(
+        self,
+        input_ids: torch.Tensor,
+        idx: np.ndarray,
+        vectors: np.ndarray | None,
+        item_tokens: np.ndarray | None,
+    ) -> torch.Tensor | None:
+        """Encoder input embeddings of rows ``idx`` (text-t5), or None for token models."""
+        if vectors is None and item_tokens is None:
+            return None
+        rows = torch.arange(len(idx), device=self.device)
+        extra = {}
+        if vectors is not None:
+            extra["text_vectors"] = torch.from_numpy(vectors[idx]).to(self.device)
+            extra["text_rows"] = rows
+        if item_tokens is not None:
+            extra["item_tokens"] = torch.from_numpy(item_tokens[idx]).to(self.device)
+            extra["item_rows"] = rows
+        return self.model.embed_inputs(input_ids, **extra)
+
     def query_tokens_read(self) -> int:
         """Input tokens of a search text the model reads (longer texts are truncated)."""
         if self.text_encoder is not None:
@@ -114,6 +149,7 @@ class GenerativeRetriever:
         vectors: np.ndarray | None = None,
         banned: Sequence[Sequence[int]] | None = None,
         beams: int | None = None,
+        item_tokens: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         trie = self.trie_for(task, allowed_items)
         space = self.vocab.space_for(task)
@@ -128,11 +164,7 @@ class GenerativeRetriever:
             input_ids = torch.from_numpy(ids.astype(np.int64)).to(self.device)
             mask = input_ids != self.vocab.pad_id
             with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=bool(amp)):
-                embeds = None
-                if vectors is not None:
-                    text = torch.from_numpy(vectors[idx]).to(self.device)
-                    rows = torch.arange(len(idx), device=self.device)
-                    embeds = self.model.embed_inputs(input_ids, text, rows)
+                embeds = self.encoder_embeds(input_ids, idx, vectors, item_tokens)
                 items, scores = constrained_beam_search(
                     self.model,
                     input_ids,
@@ -168,9 +200,7 @@ class GenerativeRetriever:
 
         ``beams``: beam width when wider than ``k`` (the top ``k`` beams are returned).
         """
-        vectors = None
-        if self.text_encoder is not None:
-            vectors = self.text_encoder.encode(list(queries), progress=progress)
+        vectors = self.text_vectors(queries, progress)
         return self._rank(
             self.inputs.search(queries),
             "search",
@@ -206,6 +236,7 @@ class GenerativeRetriever:
             progress,
             banned=histories if exclude_seen else None,
             beams=beams,
+            item_tokens=self.history_tokens(histories),
         )
 
     def save(self, folder: Path) -> None:

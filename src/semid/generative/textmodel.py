@@ -36,28 +36,44 @@ class TextConditionedT5(T5ForConditionalGeneration):
         input_ids: torch.Tensor,
         text_vectors: torch.Tensor | None = None,
         text_rows: torch.Tensor | None = None,
+        item_tokens: torch.Tensor | None = None,
+        item_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encoder input embeddings: token embeddings, with positions ``1..text_slots`` of
-        rows ``text_rows`` replaced by the projected ``text_vectors`` (one per such row)."""
+        """Encoder input embeddings of a batch.
+
+        Token embeddings, where positions ``1..text_slots`` of rows ``text_rows`` take the
+        projected ``text_vectors`` (one per such row), and positions ``1..m`` of rows
+        ``item_rows`` take one vector per history item: the sum of the embeddings of its ID
+        tokens (``item_tokens``: (rows, max_items, n_cols), ``pad_token_id`` where absent).
+        """
         embeds = self.shared(input_ids)
-        if text_vectors is None or not len(text_vectors):
-            return embeds
-        slots = self.config.text_slots
-        # unit-norm sentence vectors have entries ~dim**-0.5: rescale to the tokens' ~1
-        scaled = text_vectors.to(embeds.dtype) * self.config.text_dim**0.5
-        projected = self.text_projection(scaled).view(len(text_vectors), slots, -1)
-        embeds = embeds.clone()
-        embeds[text_rows, 1 : 1 + slots] = projected
+        if text_vectors is not None and len(text_vectors):
+            slots = self.config.text_slots
+            # unit-norm sentence vectors have entries ~dim**-0.5: rescale to the tokens' ~1
+            scaled = text_vectors.to(embeds.dtype) * self.config.text_dim**0.5
+            projected = self.text_projection(scaled).view(len(text_vectors), slots, -1)
+            embeds[text_rows, 1 : 1 + slots] = projected
+        if item_tokens is not None and len(item_tokens):
+            valid = item_tokens[..., 0] != self.config.pad_token_id
+            pooled = self.shared(item_tokens).sum(dim=2)
+            rows = item_rows[:, None].expand_as(valid)[valid]
+            cols = torch.arange(1, 1 + valid.shape[1], device=valid.device).expand_as(valid)
+            embeds[rows, cols[valid]] = pooled[valid].to(embeds.dtype)
         return embeds
 
 
 def build_text_t5(
-    config: T5Config, text_dim: int, text_slots: int, encoder_path: str
+    config: T5Config,
+    text_dim: int,
+    text_slots: int,
+    encoder_path: str,
+    pooled_history: bool = True,
 ) -> TextConditionedT5:
     """A fresh :class:`TextConditionedT5`; ``encoder_path`` is recorded in its config."""
     config.text_dim = int(text_dim)
     config.text_slots = int(text_slots)
     config.text_encoder_path = str(encoder_path)
+    config.pooled_history = bool(pooled_history)
     return TextConditionedT5(config)
 
 
@@ -68,7 +84,9 @@ class FrozenTextEncoder:
         from semid.embeddings.encoders import load_sentence_encoder
 
         self.path = str(path)
-        self.model = load_sentence_encoder(self.path, "cpu" if not torch.cuda.is_available() else "cuda")
+        self.model = load_sentence_encoder(
+            self.path, "cpu" if not torch.cuda.is_available() else "cuda"
+        )
         self.model.eval()
         self.batch_size = batch_size
 

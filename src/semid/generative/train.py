@@ -36,24 +36,31 @@ def length_bucketed_batches(
 def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.device):
     """Trim a batch to its longest input and move it to ``device``.
 
-    Returns ``(input_ids, mask, labels, text)``; ``text`` is None or ``(vectors, rows)``: the
-    sentence vectors of the batch rows ``rows`` that are text inputs (text-t5).
+    Returns ``(input_ids, mask, labels, extra)``; ``extra`` holds the keyword arguments of
+    ``model.embed_inputs`` (text-t5): the sentence vectors of the batch rows that are texts
+    and the ID tokens of the batch rows that are pooled histories; None for token models.
     """
     width = int(examples.lengths[idx].max())
     input_ids = torch.from_numpy(examples.inputs[idx, :width].astype(np.int64))
     mask = input_ids != pad_id
     labels = torch.from_numpy(examples.targets[idx])
-    text = None
+    extra = None
+    if examples.text_index is not None or examples.item_index is not None:
+        extra = {}
     if examples.text_index is not None:
         rows = np.flatnonzero(examples.text_index[idx] >= 0)
         vectors = torch.from_numpy(examples.text_vectors[examples.text_index[idx[rows]]])
-        text = (vectors.to(device), torch.from_numpy(rows).to(device))
-    return input_ids.to(device), mask.to(device), labels.to(device), text
+        extra["text_vectors"] = vectors.to(device)
+        extra["text_rows"] = torch.from_numpy(rows).to(device)
+    if examples.item_index is not None:
+        rows = np.flatnonzero(examples.item_index[idx] >= 0)
+        tokens = torch.from_numpy(examples.item_tokens[examples.item_index[idx[rows]]])
+        extra["item_tokens"] = tokens.to(device)
+        extra["item_rows"] = torch.from_numpy(rows).to(device)
+    return input_ids.to(device), mask.to(device), labels.to(device), extra
 
 
-def level_masks(
-    vocab_size: int, spaces: list[tuple[list[int], list[int]]]
-) -> torch.Tensor:
+def level_masks(vocab_size: int, spaces: list[tuple[list[int], list[int]]]) -> torch.Tensor:
     """Boolean (n_tasks, n_cols, vocab) masks: the tokens of column ``c`` of each task's space.
 
     ``spaces[t]`` is ``(offsets, cardinalities)`` of the ID space task ``t`` decodes into.
@@ -71,15 +78,15 @@ def seq2seq_loss(
     input_ids: torch.Tensor,
     mask: torch.Tensor,
     labels: torch.Tensor,
-    text: tuple[torch.Tensor, torch.Tensor] | None,
+    extra: dict | None,
     task: torch.Tensor,
     masks: torch.Tensor | None,
 ) -> torch.Tensor:
     """Cross-entropy of the target ID tokens; with ``masks``, each position's softmax runs
     over its own level's codes only (``masks[task, position]``)."""
     kwargs = {"attention_mask": mask}
-    if text is not None:
-        kwargs["inputs_embeds"] = model.embed_inputs(input_ids, *text)
+    if extra is not None:
+        kwargs["inputs_embeds"] = model.embed_inputs(input_ids, **extra)
     else:
         kwargs["input_ids"] = input_ids
     if masks is None:
@@ -128,10 +135,10 @@ def train_generator(
     bar = tqdm(total=total, desc="train generator", unit="step", dynamic_ncols=True)
     while step < total:
         for idx in length_bucketed_batches(examples.lengths, cfg.batch_size, rng):
-            input_ids, mask, labels, text = collate(examples, idx, pad_id, device)
+            input_ids, mask, labels, extra = collate(examples, idx, pad_id, device)
             task = torch.from_numpy(examples.task[idx].astype(np.int64)).to(device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = seq2seq_loss(model, input_ids, mask, labels, text, task, masks)
+                loss = seq2seq_loss(model, input_ids, mask, labels, extra, task, masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -69,7 +69,8 @@ class PrefixTrie:
         leaf_rows[parent[order]] = order
         self._leaf_ancestors = [path[leaf_rows] for path in paths]
         self._leaf_counts = [
-            np.bincount(anc, minlength=len(k)) for anc, k in zip(self._leaf_ancestors, self._keys)
+            np.bincount(anc, minlength=len(k))
+            for anc, k in zip(self._leaf_ancestors, self._keys, strict=True)
         ]
         item_order = np.argsort(self.items, kind="stable")
         self._sorted_items = self.items[item_order]

@@ -9,15 +9,17 @@ from typing import Any
 from semid.config import RunConfig
 from semid.io import write_text
 
-METHOD_ORDER = [
-    "generative",
-    "dense",
-    "dense-user",
-    "bm25",
-    "sasrec",
-    "popularity",
-    "popularity-unseen",
-]
+METHOD_ORDER = ["generative", "dense", "dense-user", "bm25", "sasrec", "popularity"]
+
+# Evaluation sets (metric keys) in report order, with what each one is.
+EVAL_SETS = {
+    "search": "template queries, test half",
+    "search_real": "real requests (TREC ToT 2023 movies), test only",
+    "search_title": "the title alone as the query (indexing check: titles are training inputs)",
+    "rec": "next item, test: train prefix + validation item -> test item",
+    "search_valid": "template queries, validation half",
+    "rec_valid": "next item, validation: train prefix -> validation item",
+}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -29,20 +31,150 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def results_table(metrics: dict[str, dict], ks: list[int]) -> str:
-    """Markdown table: one row per method, Recall/NDCG@K for search and recommendation."""
-    cols = [
-        (task, f"{m}@{k}") for task in ("search", "rec") for k in ks for m in ("recall", "ndcg")
+def _methods(metrics: dict[str, dict]) -> list[str]:
+    return [m for m in METHOD_ORDER if m in metrics] + sorted(set(metrics) - set(METHOD_ORDER))
+
+
+def results_table(metrics: dict[str, dict], ks: list[int], task: str) -> str:
+    """Markdown table of one evaluation set: a row per method, Recall@K, NDCG@K, coverage."""
+    cols = [f"recall@{k}" for k in ks] + [f"ndcg@{k}" for k in ks if k > 1]
+    lines = [
+        "| method | "
+        + " | ".join(cols)
+        + " | 95% CI of R@"
+        + str(max(ks))
+        + " | items listed | n |",
+        "|" + "---|" * (len(cols) + 4),
     ]
-    header = "| method | " + " | ".join(f"{t} {c}" for t, c in cols) + " | n (search / rec) |"
-    lines = [header, "|" + "---|" * (len(cols) + 2)]
-    methods = [m for m in METHOD_ORDER if m in metrics] + sorted(set(metrics) - set(METHOD_ORDER))
-    for method in methods:
-        row = metrics[method]
-        cells = [fmt(row.get(task, {}).get(c)) for task, c in cols]
-        n = f"{row.get('search', {}).get('n', '—')} / {row.get('rec', {}).get('n', '—')}"
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {n} |")
+    for method in _methods(metrics):
+        row = metrics[method].get(task)
+        if not row:
+            continue
+        cells = [fmt(row.get(c)) for c in cols]
+        lines.append(
+            f"| {method} | "
+            + " | ".join(cells)
+            + f" | {wilson(row.get(f'recall@{max(ks)}'), row.get('n'))} "
+            f"| {fmt(row.get('coverage'))} | {fmt(row.get('n'))} |"
+        )
     return "\n".join(lines)
+
+
+def wilson(p: float | None, n: int | None) -> str:
+    """95% Wilson score interval of a hit rate ``p`` over ``n`` inputs."""
+    if p is None or not n:
+        return "—"
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(round(p * n), n, alpha=0.05, method="wilson")
+    return f"{lo:.3f}–{hi:.3f}"
+
+
+def results_section(metrics: dict[str, dict], ks: list[int]) -> str:
+    """One table per evaluation set present in ``metrics``, test sets first."""
+    present = {task for row in metrics.values() for task in row}
+    parts = []
+    for task, what in EVAL_SETS.items():
+        if task in present:
+            split = "validation" if task.endswith("_valid") else "test"
+            parts.append(
+                f"### `{task}` — {what} ({split} split)\n\n"
+                + results_table(metrics, ks, task)
+                + "\n"
+            )
+    for task in sorted(present - set(EVAL_SETS)):
+        parts.append(f"### `{task}`\n\n" + results_table(metrics, ks, task) + "\n")
+    return "\n".join(parts)
+
+
+def protocol_section(cfg: RunConfig, manifest: dict, model_facts: dict, tokens: dict) -> str:
+    """The evaluation rules of the run, with the counts they depend on."""
+    splits = manifest.get("stages", {}).get("splits", {}).get("facts", {})
+    ties = splits.get("ties") or {}
+    amb = splits.get("query_ambiguity") or {}
+    users = ties.get("users")
+    lines = [
+        f"- **Seen items:** {'excluded' if cfg.eval.exclude_seen else 'not excluded'} for every "
+        "method that ranks items for a user (the generator bans them inside the beam search; "
+        "dense kNN, ENMF/ALS user vectors, SASRec and popularity mask them); each list still "
+        "holds K items.",
+        "- **Ties:** interactions of a user with the same timestamp are ordered by a seeded hash "
+        f"of (seed, user, item), not by file order; the test item came from a tied block for "
+        f"{fmt(ties.get('test_tied'))} of {fmt(users)} users, the validation item for "
+        f"{fmt(ties.get('valid_tied'))}.",
+        f"- **Splits:** {', '.join(cfg.eval.splits)}; choices are made on validation, the final "
+        "numbers are the test tables. Held-out template queries are split per item into a "
+        "validation and a test half.",
+    ]
+    if amb:
+        ceiling = amb.get("ceiling") or {}
+        k = f"recall@{max(cfg.eval.ks)}"
+        lines.append(
+            f"- **Query ambiguity (template, held-out):** {fmt(amb.get('shared'), 3)} of "
+            f"{fmt(amb.get('queries'))} held-out query texts are also a query of another item "
+            f"({fmt(amb.get('shared_with_train'), 3)} verbatim a training query of another "
+            f"item; median {fmt(amb.get('items_per_text_median'))} items per text); an oracle "
+            f"that knows the text but picks at random among its items reaches {k} "
+            f"{fmt(ceiling.get(k), 3)} (R@1 {fmt(ceiling.get('recall@1'), 3)})."
+        )
+    if tokens:
+        read = ", ".join(f"{m} {v}" for m, v in tokens.items())
+        lines.append(f"- **Search input tokens read** (longer texts are truncated): {read}.")
+    lines.append(
+        f"- **Decoding:** {cfg.eval.precision}, constrained beam search with "
+        f"{cfg.eval.beam_width or cfg.eval.beam_size} beams returning {cfg.eval.beam_size} items."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def strata_section(run_dir: Path, ids_path: Path | None, k: int) -> str:
+    """Search recall on targets whose quantizer code is unique vs shared with other items."""
+    import numpy as np
+    import polars as pl
+
+    pred_file = Path(run_dir) / "predictions.parquet"
+    if ids_path is None or not pred_file.exists():
+        return ""
+    spaces = sorted(Path(ids_path).glob("*/codes.npy"))
+    if not spaces:
+        return ""
+    space_dir = spaces[0].parent if len(spaces) == 1 else Path(ids_path) / "search"
+    codes = np.load(space_dir / "codes.npy")
+    levels = json.loads((space_dir / "space.json").read_text()).get("levels", codes.shape[1])
+    _, inverse, counts = np.unique(
+        codes[:, :levels], axis=0, return_inverse=True, return_counts=True
+    )
+    shared = counts[inverse.reshape(-1)] > 1
+    preds = pl.read_parquet(pred_file, columns=["method", "task", "target", "rank"])
+    preds = preds.filter(pl.col("task").str.starts_with("search"))
+    preds = preds.with_columns(
+        pl.Series("shared", shared[preds["target"].to_numpy()]),
+        ((pl.col("rank") >= 0) & (pl.col("rank") < k)).alias("hit"),
+    )
+    table = (
+        preds.group_by("method", "task", "shared")
+        .agg(pl.col("hit").mean().alias("recall"), pl.len().alias("n"))
+        .sort("task", "method", "shared")
+    )
+    lines = [
+        f"| set | method | R@{k} unique code | n | R@{k} shared code | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (task, method), rows in table.group_by(["task", "method"], maintain_order=True):
+        by = {r["shared"]: r for r in rows.iter_rows(named=True)}
+        u, sh = by.get(False, {}), by.get(True, {})
+        lines.append(
+            f"| {task} | {method} | {fmt(u.get('recall'))} | {fmt(u.get('n'))} | "
+            f"{fmt(sh.get('recall'))} | {fmt(sh.get('n'))} |"
+        )
+    share = float(shared.mean())
+    return (
+        f"{share:.1%} of items share their {levels}-level quantizer code with another item "
+        "(the disambiguation token, if any, tells them apart). A generator that tells items "
+        "apart does at least as well on unique codes as on shared ones.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def stage_table(manifest: dict) -> str:
@@ -72,7 +204,12 @@ def diagnostics_section(ids_path: Path | None) -> str:
 
 
 def write_run_report(
-    run_dir: Path, cfg: RunConfig, manifest: dict, metrics: dict, ids_path: Path | None
+    run_dir: Path,
+    cfg: RunConfig,
+    manifest: dict,
+    metrics: dict,
+    ids_path: Path | None,
+    tokens: dict[str, int] | None = None,
 ) -> Path:
     """Write ``report.md`` in the run directory and return its path."""
     model_facts = manifest.get("stages", {}).get("model", {}).get("facts", {})
@@ -83,12 +220,17 @@ def write_run_report(
         f"**{q.name}** {q.levels} x {q.codebook_size}"
         f"{' + disambiguation token' if q.disambiguation else ''}, generator "
         f"**{cfg.model.backbone}** ({fmt(model_facts.get('parameters'))} parameters, "
-        f"{fmt(model_facts.get('steps'))} steps), seed {cfg.seed}, split `{cfg.eval.split}`.\n",
+        f"{fmt(model_facts.get('steps'))} steps), seed {cfg.seed}.\n",
+        "## Protocol\n",
+        protocol_section(cfg, manifest, model_facts, tokens or {}),
         "## Results\n",
-        "Every method is scored on the same held-out inputs: search = held-out queries (one "
-        "target item each), rec = each user's last item given the items before it. Recall@K "
-        "is the hit rate of the target in the top K.\n",
-        results_table(metrics, cfg.eval.ks) + "\n",
+        "Every method is scored on the same inputs of each set (one target item per input). "
+        "Recall@K is the hit rate of the target in the top K; the interval is a 95% Wilson "
+        "interval over the set's inputs (test-sample noise only, one training seed); "
+        "'items listed' counts distinct items across all the set's top-K lists.\n",
+        results_section(metrics, cfg.eval.ks),
+        "## Search recall by the target's code\n",
+        strata_section(run_dir, ids_path, max(cfg.eval.ks)),
         "## Semantic-ID diagnostics\n",
         diagnostics_section(ids_path),
         "## Stages\n",

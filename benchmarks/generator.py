@@ -1,0 +1,142 @@
+"""Generator recipes side by side, on the run protocol (seen items banned, fp32 decoding,
+validation for choices, test for the final numbers).
+
+    python benchmarks/generator.py                       # every recipe below, in order
+    python benchmarks/generator.py --only old-default new-default
+    python benchmarks/generator.py --runs-dir /tmp/gen   # where the runs (and cache) go
+
+Each recipe is the default preset plus a few overrides, run with ``semid.pipeline`` (stages a
+recipe shares with another, e.g. data, embeddings, IDs and the training texts' vectors, are
+built once). One row per recipe: validation and test Recall@30 of search (template, real
+requests, title alone: top-1 rate) and recommendation, the references on the same inputs,
+unique- vs shared-code recall, coverage, training examples/s and minutes, decoding inputs/s,
+peak RSS. Prints a table and writes benchmarks/results/generator.json (rows of recipes
+already run are kept, so recipes can be added one at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from semid.config import load_config
+from semid.io import read_json, write_json
+from semid.pipeline import run_pipeline
+
+OUT = Path(__file__).resolve().parent / "results" / "generator.json"
+
+# name -> (overrides of the default preset, what the recipe tests)
+RECIPES: dict[str, tuple[list[str], str]] = {
+    "old-default": (
+        [
+            "model.backbone=t5-scratch",
+            "model.id_init=random",
+            "train.level_softmax=false",
+            "train.indexing_variants=[text]",
+            "model.dropout=0.1",
+            "train.epochs=3",
+        ],
+        "the recipe before this benchmark: word-piece T5 from scratch, full-vocabulary "
+        "softmax, random ID rows, item text as the only indexing input, dropout 0.1",
+    ),
+    "new-default": ([], "the default preset"),
+    "no-centroid-init": (["model.id_init=random"], "new default with random ID-token rows"),
+    "no-level-softmax": (["train.level_softmax=false"], "new default, full-vocabulary softmax"),
+    "one-slot": (["model.text_slots=1"], "new default, the text vector fills one position"),
+}
+
+
+def recall(metrics: dict, method: str, task: str, k: int = 30) -> float | None:
+    value = metrics.get(method, {}).get(task, {}).get(f"recall@{k}")
+    return None if value is None else round(float(value), 4)
+
+
+def strata(run_dir: Path, task: str, k: int = 30) -> dict[str, float | None]:
+    """Generator search recall on targets whose quantizer code is unique vs shared."""
+    manifest = read_json(run_dir / "manifest.json")
+    ids = Path(manifest["stages"]["ids"]["path"])
+    space = next(ids.glob("*/codes.npy")).parent
+    codes = np.load(space / "codes.npy")
+    levels = read_json(space / "space.json").get("levels", codes.shape[1])
+    _, inverse, counts = np.unique(
+        codes[:, :levels], axis=0, return_inverse=True, return_counts=True
+    )
+    shared = counts[inverse.reshape(-1)] > 1
+    preds = pl.read_parquet(
+        run_dir / "predictions.parquet", columns=["method", "task", "target", "rank"]
+    )
+    gen = preds.filter((pl.col("method") == "generative") & (pl.col("task") == task))
+    hit = ((gen["rank"] >= 0) & (gen["rank"] < k)).to_numpy()
+    is_shared = shared[gen["target"].to_numpy()]
+    return {
+        "unique": round(float(hit[~is_shared].mean()), 4) if (~is_shared).any() else None,
+        "shared": round(float(hit[is_shared].mean()), 4) if is_shared.any() else None,
+    }
+
+
+def row(name: str, run_dir: Path, wall: float | None) -> dict:
+    metrics = read_json(run_dir / "metrics.json")
+    manifest = read_json(run_dir / "manifest.json")
+    stages = manifest["stages"]
+    model = stages["model"]["facts"]
+    evaluate = stages["evaluate"]
+    n_inputs = sum(v.get("n", 0) for v in metrics["generative"].values())
+    out = {"recipe": name, "what": RECIPES[name][1], "overrides": RECIPES[name][0]}
+    for task in ("search_valid", "rec_valid", "search", "search_real", "rec"):
+        out[f"generative {task} R@30"] = recall(metrics, "generative", task)
+    out["generative search_title R@1"] = recall(metrics, "generative", "search_title", 1)
+    out["dense search_valid R@30"] = recall(metrics, "dense", "search_valid")
+    out["dense search R@30"] = recall(metrics, "dense", "search")
+    out["dense search_real R@30"] = recall(metrics, "dense", "search_real")
+    out["dense search_title R@1"] = recall(metrics, "dense", "search_title", 1)
+    out["bm25 search R@30"] = recall(metrics, "bm25", "search")
+    out["sasrec rec_valid R@30"] = recall(metrics, "sasrec", "rec_valid")
+    out["sasrec rec R@30"] = recall(metrics, "sasrec", "rec")
+    out["popularity rec R@30"] = recall(metrics, "popularity", "rec")
+    s = strata(run_dir, "search")
+    out["generative search R@30 unique code"] = s["unique"]
+    out["generative search R@30 shared code"] = s["shared"]
+    out["coverage search"] = metrics["generative"].get("search", {}).get("coverage")
+    out["coverage rec"] = metrics["generative"].get("rec", {}).get("coverage")
+    out["parameters"] = model.get("parameters")
+    out["train examples/s"] = model.get("examples_per_second")
+    out["train minutes"] = round(model.get("seconds", 0) / 60, 2)
+    text = stages.get("text_vectors", {})
+    out["text vectors minutes"] = round(text.get("seconds", 0) / 60, 2) if text else None
+    out["decode inputs/s"] = (
+        round(n_inputs / evaluate["seconds"], 1) if evaluate.get("seconds") else None
+    )
+    out["peak RSS MB"] = max((s.get("peak_rss_mb") or 0) for s in stages.values()) or None
+    out["wall minutes (this call)"] = None if wall is None else round(wall / 60, 2)
+    out["run_dir"] = run_dir.name
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", choices=list(RECIPES), help="Recipes to run.")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs/generator-benchmark"))
+    args = parser.parse_args()
+    rows = {r["recipe"]: r for r in (json.loads(OUT.read_text())["rows"] if OUT.exists() else [])}
+    for name in args.only or list(RECIPES):
+        cfg = load_config("default", None, [f"name=gen-{name}", *RECIPES[name][0]])
+        start = time.perf_counter()
+        run_dir = run_pipeline(cfg, args.runs_dir)
+        rows[name] = row(name, run_dir, time.perf_counter() - start)
+        ordered = [rows[n] for n in RECIPES if n in rows]
+        write_json(OUT, {"protocol": "default preset; see docs and README", "rows": ordered})
+    table = pl.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("what", "overrides")} for r in ordered]
+    )
+    with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=200):
+        print(table.transpose(include_header=True, column_names="recipe"))
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

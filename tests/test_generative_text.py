@@ -1,0 +1,279 @@
+"""The text-t5 backbone, in-beam ban lists, the level-restricted softmax and centroid init."""
+
+import numpy as np
+import pytest
+import torch
+
+from semid.generative.config import ModelConfig, TrainConfig
+from semid.generative.decode import constrained_beam_search
+from semid.generative.examples import InputEncoder, build_examples
+from semid.generative.model import build_model, init_id_rows
+from semid.generative.retriever import GenerativeRetriever
+from semid.generative.textmodel import id_token_vectors
+from semid.generative.train import level_masks, seq2seq_loss, train_generator
+from semid.generative.trie import PrefixTrie
+from semid.generative.vocab import SemanticVocab, train_text_tokenizer
+
+TEXT_TINY = ModelConfig(
+    backbone="text-t5",
+    d_model=32,
+    d_ff=64,
+    num_layers=1,
+    num_decoder_layers=1,
+    num_heads=2,
+    d_kv=16,
+    dropout=0.0,
+    text_slots=2,
+)
+SCRATCH_TINY = TEXT_TINY.model_copy(update={"backbone": "t5-scratch"})
+
+
+class HashTextEncoder:
+    """A stand-in sentence encoder: a fixed random unit vector per distinct text."""
+
+    dim = 8
+    max_tokens = 128
+
+    def encode(self, texts, progress=False):
+        out = []
+        for text in texts:
+            rng = np.random.default_rng(abs(hash(text)) % 2**32)
+            v = rng.standard_normal(self.dim)
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, dtype=np.float32)
+
+
+def vocab_for(cards):
+    tok = train_text_tokenizer(["a funny movie", "space thriller", "romance"] * 20, 500)
+    return SemanticVocab.build(tok, {"item": cards}, {"search": "item", "rec": "item"})
+
+
+def codes_for(n, cards, seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.unique(rng.integers(0, cards[:-1], (n * 4, len(cards) - 1)), axis=0)
+    base = base[rng.permutation(len(base))[:n]]
+    return np.c_[base, np.zeros(len(base), dtype=np.int64)]
+
+
+def node_at(trie, code_row, depth):
+    """Trie node reached by the first ``depth`` codes of ``code_row``."""
+    node = torch.zeros(1, dtype=torch.long)
+    for col in range(depth):
+        node = trie.step(node, torch.tensor([int(code_row[col])]), col)
+    return int(node[0])
+
+
+def naive_forbidden(trie, codes, banned):
+    """(depth, parent node, code) of every prefix whose items are all banned."""
+    out = set()
+    for depth in range(codes.shape[1]):
+        for row in codes:
+            under = [i for i, c in enumerate(codes) if (c[: depth + 1] == row[: depth + 1]).all()]
+            if all(i in banned for i in under):
+                out.add((depth, node_at(trie, row, depth), int(row[depth])))
+    return out
+
+
+def test_banned_transitions_match_a_naive_trie_walk():
+    codes = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    trie = PrefixTrie(codes, [2, 2, 2])
+    banned = [np.array([0, 1]), np.array([3, 4, 5]), np.array([], dtype=np.int64), np.array([2])]
+    forbidden = trie.banned_transitions(banned)
+    for row, items in enumerate(banned):
+        got = {
+            (depth, int(p), int(c))
+            for depth, (rows, parents, code) in enumerate(forbidden)
+            for r, p, c in zip(rows, parents, code, strict=True)
+            if r == row
+        }
+        assert got == naive_forbidden(trie, codes, set(items.tolist())), row
+
+
+@pytest.mark.parametrize("beam", [3, 12])
+def test_banned_items_never_take_a_beam_and_lists_stay_full(beam):
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(14, cards)
+    vocab = vocab_for(cards)
+    model = build_model(SCRATCH_TINY, len(vocab), vocab.pad_id, vocab.eos_id)
+    retriever = GenerativeRetriever(model, vocab, {"item": codes}, 16, 20)
+    free, _ = retriever.recommend([[0, 1, 2, 3, 4, 5]], k=beam)
+    histories = [[0, 1, 2, 3, 4, 5], list(free[0][:2])]
+    items, scores = retriever.recommend(histories, k=beam, exclude_seen=True)
+    for row, hist in zip(items, histories, strict=True):
+        got = row[row >= 0].tolist()
+        assert not set(got) & set(hist)
+        assert len(got) == min(beam, len(codes) - len(set(hist)))
+    # with an exhaustive beam, the banned list = the full ranking with the banned items taken out
+    full = retriever.recommend([histories[1]], k=len(codes))[0][0]
+    rest = [i for i in full if i not in histories[1]][:beam]
+    exact, _ = retriever.recommend(histories[1:], k=beam, exclude_seen=True, beams=len(codes))
+    assert exact[0].tolist() == rest
+    assert np.isfinite(scores[0][: min(beam, 8)]).all()
+
+
+def test_ban_cuts_a_whole_subtree_at_the_first_level():
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    trie = PrefixTrie(codes, [2, 2])
+    forbidden = trie.banned_transitions([np.array([0, 1])])
+    rows, parents, code = forbidden[0]
+    assert rows.tolist() == [0] and parents.tolist() == [0] and code.tolist() == [0]
+
+
+def test_level_softmax_loss_is_a_softmax_over_the_level_codes():
+    torch.manual_seed(0)
+    cards = [4, 3, 1]
+    vocab = vocab_for(cards)
+    codes = codes_for(5, cards)
+    encoder = InputEncoder(vocab, {"item": codes}, 16, 3)
+    ex = build_examples(encoder, ["a funny movie"], [2], [], [])
+    model = build_model(SCRATCH_TINY, len(vocab), vocab.pad_id, vocab.eos_id)
+    space = vocab.spaces["item"]
+    masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
+    assert masks[0, 1].sum() == 3 and masks[0, 1, space.offsets[1] : space.offsets[1] + 3].all()
+    ids = torch.from_numpy(ex.inputs.astype(np.int64))
+    labels = torch.from_numpy(ex.targets)
+    loss = seq2seq_loss(
+        model, ids, ids != vocab.pad_id, labels, None, torch.zeros(1, dtype=torch.long), masks
+    )
+    logits = model(input_ids=ids, attention_mask=ids != vocab.pad_id, labels=labels).logits[0]
+    expected = 0.0
+    for col, (off, card) in enumerate(zip(space.offsets, space.cardinalities, strict=True)):
+        level = torch.log_softmax(logits[col, off : off + card], -1)
+        expected -= float(level[labels[0, col] - off].detach())
+    assert float(loss) == pytest.approx(expected / 3, rel=1e-5)
+
+
+def test_id_token_vectors_follow_the_codes_mean_residual():
+    x = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    cols = id_token_vectors(codes, x, [2, 2], dim=2, seed=0)
+    assert cols[0].shape == (2, 2) and cols[1].shape == (2, 2)
+    # level 1: code means (2, 0) and (0, 3) minus the global mean (1, 1.5), in PCA axes:
+    # opposite vectors; level 2: residuals inside each group (-1, 0)/(0, -1) vs (1, 0)/(0, 1)
+    np.testing.assert_allclose(cols[0][0], -cols[0][1], atol=1e-6)
+    np.testing.assert_allclose(cols[1][0], -cols[1][1], atol=1e-6)
+    assert np.isclose(cols[0].std(), 1.0)
+
+
+@pytest.mark.parametrize(("cfg", "scale"), [(SCRATCH_TINY, 32**-0.5), (TEXT_TINY, 1.0)])
+def test_centroid_init_keeps_the_tied_tables_scale(cfg, scale):
+    cards = [4, 4, 1]
+    vocab = vocab_for(cards)
+    model = build_model(cfg, len(vocab), vocab.pad_id, vocab.eos_id, "fake", 8)
+    # transformers ties T5's tables; text-t5 scales decoder outputs (unit-variance rows)
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+    vectors = {"item": [np.full((c, 32), float(i + 1), np.float32) for i, c in enumerate(cards)]}
+    init_id_rows(model, vocab, vectors)
+    off = vocab.spaces["item"].offsets[1]
+    assert torch.allclose(model.get_input_embeddings().weight[off], torch.full((32,), 2.0 * scale))
+
+
+def test_text_t5_learns_text_to_id_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(10, cards)
+    vocab = vocab_for(cards)
+    text = HashTextEncoder()
+    encoder = InputEncoder(vocab, {"item": codes}, 16, 3, text_slots=2)
+    texts = [f"movie number {i}" for i in range(10)]
+    examples = build_examples(
+        encoder, texts, list(range(10)), [[0], [1]], [1, 2], text.encode(texts)
+    )
+    model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
+    space = vocab.spaces["item"]
+    masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
+    cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
+    train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), 0, masks)
+    retriever = GenerativeRetriever(
+        model, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=text
+    )
+    items, _ = retriever.search(texts, k=1)
+    assert items[:, 0].tolist() == list(range(10))
+    rec, _ = retriever.recommend([[0], [1]], k=1)
+    assert rec[:, 0].tolist() == [1, 2]
+    retriever.save(tmp_path / "m")
+    from semid.generative.model import load_model
+
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.text_slots == 2
+    again = GenerativeRetriever(
+        loaded, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=text
+    )
+    assert again.search(texts, k=1)[0][:, 0].tolist() == list(range(10))
+
+
+def test_wider_beam_returns_the_requested_count_in_score_order():
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(12, cards)
+    vocab = vocab_for(cards)
+    model = build_model(SCRATCH_TINY, len(vocab), vocab.pad_id, vocab.eos_id)
+    trie = PrefixTrie(codes, cards)
+    ids = torch.tensor([[vocab.task_token("rec"), vocab.eos_id]])
+    space = vocab.spaces["item"]
+    exact, exact_scores = constrained_beam_search(model, ids, ids > 0, trie, space, 12, 0)
+    wide, wide_scores = constrained_beam_search(model, ids, ids > 0, trie, space, 12, 0, top_k=3)
+    assert wide.shape == (1, 3)
+    assert wide[0].tolist() == exact[0, :3].tolist()
+    assert torch.allclose(wide_scores, exact_scores[:, :3])
+
+
+def test_exact_scores_agree_with_an_exhaustive_beam_for_text_t5():
+    from semid.generative.exact import exact_search
+
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(12, cards)
+    vocab = vocab_for(cards)
+    model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", 8)
+    retriever = GenerativeRetriever(
+        model, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=HashTextEncoder()
+    )
+    beam_items, beam_scores = retriever.search(["a query", "another"], k=12)
+    exact_items, exact_scores = exact_search(retriever, ["a query", "another"], k=12)
+    assert beam_items.tolist() == exact_items.tolist()
+    np.testing.assert_allclose(beam_scores, exact_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_pooled_history_puts_one_summed_vector_per_item():
+    cards = [4, 4, 1]
+    codes = codes_for(10, cards)
+    vocab = vocab_for(cards)
+    model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", 8)
+    encoder = InputEncoder(vocab, {"item": codes}, 16, 3, text_slots=2, pooled_history=True)
+    histories = [[1, 2, 3, 4], [5]]
+    tokens = encoder.history(histories)
+    assert [len(t) for t in tokens] == [5, 3]  # task + 3 most recent items (+ 1) + eos
+    items = encoder.history_items(histories)
+    assert items.shape == (2, 3, 3) and (items[1, 1:] == vocab.pad_id).all()
+    ids = torch.tensor([tokens[0], tokens[1] + [vocab.pad_id] * 2])
+    embeds = model.embed_inputs(ids, item_tokens=torch.from_numpy(items), item_rows=torch.arange(2))
+    table = model.shared.weight
+    expected = table[torch.from_numpy(vocab.spaces["item"].tokens(codes[[4]]))].sum(1)[0]
+    assert torch.allclose(embeds[0, 3], expected)  # third position = item 4 (most recent)
+    assert torch.allclose(embeds[1, 2], table[vocab.eos_id])  # eos stays after a short history
+
+
+def test_pooled_history_model_learns_and_scores_exactly():
+    from semid.generative.exact import exact_recommend
+
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(10, cards)
+    vocab = vocab_for(cards)
+    text = HashTextEncoder()
+    encoder = InputEncoder(vocab, {"item": codes}, 16, 3, text_slots=2, pooled_history=True)
+    texts = ["one", "two"]
+    examples = build_examples(
+        encoder, texts, [0, 1], [[0], [1], [0, 1]], [1, 2, 3], text.encode(texts)
+    )
+    model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
+    cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
+    train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), 0)
+    retriever = GenerativeRetriever(model, vocab, {"item": codes}, 16, 3, text_encoder=text)
+    rec, scores = retriever.recommend([[0], [1], [0, 1]], k=10)
+    assert rec[:, 0].tolist() == [1, 2, 3]
+    exact, exact_scores = exact_recommend(retriever, [[0], [1], [0, 1]], k=10)
+    assert exact.tolist() == rec.tolist()
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-4, atol=1e-4)
