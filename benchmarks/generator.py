@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from semid.config import load_config
+from semid.config import RunConfig, load_config
 from semid.io import read_json, write_json
 from semid.pipeline import run_pipeline
 
@@ -45,6 +45,11 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         "softmax, random ID rows, item text as the only indexing input, dropout 0.1",
     ),
     "new-default": ([], "the default preset"),
+    "text-skip": (
+        ["model.text_skip=true"],
+        "new default + a linear path from the text vector to the logits (PCA-initialised)",
+    ),
+    "indexing-x3": (["train.indexing_repeats=3"], "new default, indexing inputs 3x per epoch"),
     "no-centroid-init": (["model.id_init=random"], "new default with random ID-token rows"),
     "no-level-softmax": (["train.level_softmax=false"], "new default, full-vocabulary softmax"),
     "one-slot": (["model.text_slots=1"], "new default, the text vector fills one position"),
@@ -121,11 +126,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="*", choices=list(RECIPES), help="Recipes to run.")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/generator-benchmark"))
+    parser.add_argument(
+        "--existing",
+        nargs="*",
+        default=[],
+        metavar="RECIPE=RUN_DIR",
+        help="Measure a finished run instead of training the recipe again; its config must "
+        "be the recipe's (fields added to the config since then take their defaults).",
+    )
     args = parser.parse_args()
     rows = {r["recipe"]: r for r in (json.loads(OUT.read_text())["rows"] if OUT.exists() else [])}
+    existing = dict(item.split("=", 1) for item in args.existing)
     for name in args.only or list(RECIPES):
         cfg = load_config("default", None, [f"name=gen-{name}", *RECIPES[name][0]])
         start = time.perf_counter()
+        if name in existing:
+            run_dir = Path(existing[name])
+            found = RunConfig.model_validate(read_json(run_dir / "config.json"))
+            mine, theirs = cfg.model_dump(exclude={"name"}), found.model_dump(exclude={"name"})
+            if mine != theirs:
+                diff = sorted(
+                    f"{part}.{key}"
+                    for part in mine
+                    if isinstance(mine[part], dict)
+                    for key in mine[part]
+                    if mine[part][key] != theirs[part].get(key)
+                )
+                raise SystemExit(f"{run_dir}: config is not recipe {name}'s (differs in {diff})")
+            rows[name] = row(name, run_dir, None)
+            continue
         run_dir = run_pipeline(cfg, args.runs_dir)
         rows[name] = row(name, run_dir, time.perf_counter() - start)
         ordered = [rows[n] for n in RECIPES if n in rows]

@@ -402,6 +402,7 @@ def test_real_pipeline_keys_are_shared_as_configs_agree(tmp_path, monkeypatch):
         "data",
         "splits",
         "embeddings",
+        "text_vectors",  # text-t5's training-text vectors depend on the encoder, not the IDs
         "reference",  # the embedding's own kNN depends on the embeddings, not on the IDs
         "baselines",  # popularity / BM25 / SASRec depend on neither
     ]

@@ -246,6 +246,19 @@ def training_texts(items: pl.DataFrame, splits: Splits, cfg: RunConfig) -> tuple
     return texts, targets
 
 
+def repeat_indexing(
+    texts: list[str], targets: list[int], vectors: np.ndarray | None, n_queries: int, times: int
+) -> tuple[list[str], list[int], np.ndarray | None]:
+    """The training texts with the indexing inputs (after the first ``n_queries``) repeated."""
+    if times <= 1:
+        return texts, targets, vectors
+    texts = texts + texts[n_queries:] * (times - 1)
+    targets = targets + targets[n_queries:] * (times - 1)
+    if vectors is not None:
+        vectors = np.concatenate([vectors] + [vectors[n_queries:]] * (times - 1))
+    return texts, targets, vectors
+
+
 def text_encoder_path(cfg: RunConfig, artifact) -> str:
     """The sentence encoder a text-t5 generator reads texts with."""
     from semid.embeddings.encoders import resolve_encoder
@@ -277,11 +290,21 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
         set_threads(cfg.train.num_threads)
         items = pl.read_parquet(state.path("data") / "items.parquet")
         texts, _ = training_texts(items, Splits.load(state.path("splits")), cfg)
-        path = text_encoder_path(cfg, load_embeddings(state.path("embeddings")))
-        encoder_ = FrozenTextEncoder(path)
-        vectors = encoder_.encode(texts, progress=True)
+        artifact = load_embeddings(state.path("embeddings"))
+        path = text_encoder_path(cfg, artifact)
+        known = {}
+        if cfg.embedding.space == "content" and path == artifact.encoder_path:
+            # the content space is this encoder's unit vectors of the item texts: reuse them
+            if artifact.meta.get("config", {}).get("normalize", True):
+                known = dict(zip(items["text"].to_list(), artifact.spaces["item"], strict=True))
+        vectors = FrozenTextEncoder(path).encode(texts, progress=True, known=known)
         write_npy(out / "vectors.npy", vectors.astype(np.float16))  # half the disk, ~1e-3 error
-        return {"texts": len(texts), "dim": int(vectors.shape[1]), "encoder": path}
+        return {
+            "texts": len(texts),
+            "reused_item_vectors": len(known),
+            "dim": int(vectors.shape[1]),
+            "encoder": path,
+        }
 
     return state.run.stage("text_vectors", material, build, force)
 
@@ -337,6 +360,9 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             pooled_history=text is not None and cfg.model.history_input == "items",
         )
         texts, targets = training_texts(items, splits, cfg)
+        texts, targets, vectors = repeat_indexing(
+            texts, targets, vectors, train_q.height, cfg.train.indexing_repeats
+        )
         histories, rec_targets = rec_windows(
             splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
         )
@@ -353,6 +379,18 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         is_t5 = cfg.model.backbone in ("t5-scratch", "text-t5")
         if cfg.model.id_init == "centroids" and is_t5:
             init_id_rows(model, vocab, _id_vectors(spaces, artifact, cfg.model.d_model, seed))
+        skip_scale = None
+        if text_stage is not None and cfg.model.text_skip:
+            from semid.generative.textmodel import init_text_skip, pca_axes
+
+            space = vocab.space_for("search")
+            emb = artifact.spaces.get(space.name, artifact.spaces.get("item"))
+            skip_scale = init_text_skip(
+                model,
+                pca_axes(emb, cfg.model.d_model, seed),
+                vectors[:: max(1, len(vectors) // 2000)],
+                (space.offsets[0], space.cardinalities[0]),
+            )
         masks = None
         if cfg.train.level_softmax and is_t5:
             task_space = vocab.task_space
@@ -377,6 +415,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         retriever.save(out)
         write_parquet(out / "items.parquet", items)
         facts.update(
+            text_skip_scale=skip_scale,
             parameters=count_parameters(model),
             vocab_size=len(vocab),
             examples={
@@ -393,7 +432,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("model", material, build, force)
 
 
-BASELINE_ONLY = {"baselines", "sasrec_epochs"}
+BASELINE_ONLY = {"baselines", "sasrec_epochs", "sasrec_dim"}
 DECODING_ONLY = {"precision", "beam_width", "batch_size"}
 
 

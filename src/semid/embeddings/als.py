@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semid.embeddings.collaborative import UserItemScorer
 from semid.embeddings.enmf import interaction_matrix
 from semid.errors import ConfigError, DataError
-from semid.evaluation.seen import topk_unseen
 
 
-class ImplicitMF:
+class ImplicitMF(UserItemScorer):
     """Matrix factorisation of the binary user x item matrix with ``implicit``.
 
     Parameters
@@ -121,23 +121,3 @@ class ImplicitMF:
         self.epochs_ = self.epochs
         self.seconds_ = time.perf_counter() - start
         return self
-
-    def score(self, user_rows: Sequence[int]) -> np.ndarray:
-        """Scores of the given users (rows of the training sequences) for every item."""
-        return self.user_embeddings_[np.asarray(user_rows)] @ self.item_embeddings_.T
-
-    def recommend(
-        self,
-        user_rows: Sequence[int],
-        k: int,
-        histories: Sequence[Sequence[int]] | None = None,
-    ) -> np.ndarray:
-        """Top-``k`` items by :meth:`score` per user, skipping each user's ``histories`` items.
-
-        The seen-item rule of :func:`semid.evaluation.seen.topk_unseen`; ``histories=None``
-        ranks every item. Returns int64 (n, k).
-        """
-        scores = self.score(user_rows)
-        if histories is None:
-            return topk_unseen(scores, [[]] * len(scores), k, exclude_seen=False)
-        return topk_unseen(scores, histories, k, exclude_seen=True)

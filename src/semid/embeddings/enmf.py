@@ -29,8 +29,8 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from semid.embeddings.collaborative import UserItemScorer
 from semid.errors import DataError
-from semid.evaluation.seen import topk_unseen
 
 
 def interaction_matrix(sequences: Sequence[Sequence[int]], n_items: int) -> sp.csr_matrix:
@@ -90,7 +90,7 @@ def naive_enmf_loss(
     return torch.sum(weights * (interactions - scores) ** 2)
 
 
-class ENMF:
+class ENMF(UserItemScorer):
     """ENMF (user-based) trained with Adam on the whole-data weighted squared loss.
 
     Parameters
@@ -213,23 +213,3 @@ class ENMF:
         self.epochs_ = self.epochs
         self.seconds_ = time.perf_counter() - start
         return self
-
-    def score(self, user_rows: Sequence[int]) -> np.ndarray:
-        """Scores ``r̂_uv`` of the given users (rows of the training sequences) for every item."""
-        return self.user_embeddings_[np.asarray(user_rows)] @ self.item_embeddings_.T
-
-    def recommend(
-        self,
-        user_rows: Sequence[int],
-        k: int,
-        histories: Sequence[Sequence[int]] | None = None,
-    ) -> np.ndarray:
-        """Top-``k`` items by :meth:`score` per user, skipping each user's ``histories`` items.
-
-        The seen-item rule of :func:`semid.evaluation.seen.topk_unseen`; ``histories=None``
-        ranks every item. Returns int64 (n, k).
-        """
-        scores = self.score(user_rows)
-        if histories is None:
-            return topk_unseen(scores, [[]] * len(scores), k, exclude_seen=False)
-        return topk_unseen(scores, histories, k, exclude_seen=True)

@@ -105,7 +105,10 @@ def run_baselines(
         from semid.evaluation.sasrec import SASRec
 
         model = SASRec(
-            max_len=cfg.data.max_history, epochs=cfg.eval.sasrec_epochs, random_state=cfg.seed
+            max_len=cfg.data.max_history,
+            dim=cfg.eval.sasrec_dim,
+            epochs=cfg.eval.sasrec_epochs,
+            random_state=cfg.seed,
         )
         model.fit(train_seqs, n_items)
         ranked = model.recommend(inputs.histories, k, exclude_seen=cfg.eval.exclude_seen)

@@ -33,7 +33,13 @@ class EvalConfig(BaseModel):
         "still returns a full top-K of unseen items.",
     )
     sasrec_epochs: int = Field(
-        40, ge=1, description="Training epochs of the SASRec baseline (converges by ~40 here)."
+        40,
+        ge=1,
+        description="Training epochs of the SASRec baseline (chosen on validation: "
+        "benchmarks/sasrec_tuning.py).",
+    )
+    sasrec_dim: int = Field(
+        64, ge=8, description="SASRec hidden size (chosen on validation with sasrec_epochs)."
     )
     splits: list[Literal["valid", "test"]] = Field(
         ["valid", "test"],

@@ -32,6 +32,14 @@ class ModelConfig(BaseModel):
         "its ID-token embeddings ('items'), or as all its ID tokens ('codes', as in TIGER; "
         "n_cols times longer inputs).",
     )
+    text_skip: bool = Field(
+        False,
+        description="text-t5: add a linear path from the text vector to the output logits "
+        "(the tied token table times a projection of the vector), started as the PCA "
+        "projection of the ID-token rows, so a fresh model ranks codes like dense retrieval. "
+        "Off by default: on validation it cost template search recall (0.81 -> 0.73) for a "
+        "small rec gain (benchmarks/results/generator.json).",
+    )
     id_init: str = Field(
         "centroids",
         pattern="^(centroids|random)$",
@@ -73,6 +81,19 @@ class TrainConfig(BaseModel):
         ["text", "title", "title_year"],
         description="Indexing inputs per item: 'text' (the item's metadata text), 'title' "
         "(the title alone), 'title_year' ('Title (1995)').",
+    )
+    text_noise: float = Field(
+        0.0,
+        ge=0.0,
+        description="text-t5: std of Gaussian noise added to each (unit) text vector per "
+        "training step, renormalised (0.03 keeps cos ~0.86 to the clean vector): teaches the "
+        "decoder the neighbourhood of each training text, not only the point.",
+    )
+    indexing_repeats: int = Field(
+        1,
+        ge=1,
+        description="Each indexing input appears this many times per epoch (DSI-style extra "
+        "indexing signal; indexing inputs are cheap, the item IDs are what must be memorised).",
     )
     level_softmax: bool = Field(
         True,

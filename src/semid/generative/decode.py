@@ -57,6 +57,7 @@ def constrained_beam_search(
     top_k: int | None = None,
     level_softmax: bool = False,
     inputs_embeds: torch.Tensor | None = None,
+    logit_prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top items for each input, by the ID's log-likelihood.
 
@@ -72,6 +73,8 @@ def constrained_beam_search(
         level-restricted softmax scores); else over the whole vocabulary.
     inputs_embeds : tensor, optional
         Encoder input embeddings to use instead of ``input_ids`` (text-conditioned models).
+    logit_prior : tensor (batch, vocab), optional
+        Added to every step's logits of each input (text-t5's ``logit_prior``).
 
     Returns ``(items, scores)`` of shape (batch, top_k); ``items`` is -1 where fewer valid
     IDs than requested exist. Scores are sums of log-probabilities over the ID's tokens.
@@ -104,6 +107,8 @@ def constrained_beam_search(
             .logits[:, -1, :]
             .float()
         )
+        if logit_prior is not None:
+            logits = logits + logit_prior[beam_of].float()
         card = space.cardinalities[col]
         offset = space.offsets[col]
         if level_softmax:

@@ -35,6 +35,7 @@ def score_candidates(
     last_level: tuple[int, int] | None = None,
     inputs_embeds: torch.Tensor | None = None,
     level_ranges: list[tuple[int, int]] | None = None,
+    logit_prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-likelihood of every candidate ID for every input.
 
@@ -61,6 +62,8 @@ def score_candidates(
     level_ranges : list of (int, int), optional
         (first token id, count) of each column: normalise each position over its level's
         codes (models trained with a level-restricted softmax), as beam search does.
+    logit_prior : Tensor of shape (batch, vocab), optional
+        Added to every position's logits of each input (text-t5's ``logit_prior``).
 
     Returns
     -------
@@ -93,6 +96,8 @@ def score_candidates(
             attention_mask=mask,
             decoder_input_ids=decoder_inputs[lo:hi].repeat(batch, 1),
         ).logits.float()
+        if logit_prior is not None:
+            logits = logits + logit_prior.float().repeat_interleave(width, dim=0)[:, None, :]
         if level_ranges is not None:
             logits = logits.clone()
             for col, (first, count) in enumerate(level_ranges):
@@ -172,6 +177,7 @@ def score_all(
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
             rows = np.arange(lo, min(lo + batch_size, len(token_lists)))
             embeds = retriever.encoder_embeds(input_ids, rows, vectors, item_tokens)
+            prior = retriever.logit_prior(rows, vectors)
             block = score_candidates(
                 retriever.model,
                 input_ids,
@@ -183,6 +189,7 @@ def score_all(
                 last_level,
                 embeds,
                 level_ranges,
+                prior,
             )
         scores[lo : lo + len(ids)] = block.numpy()
     return candidates, scores

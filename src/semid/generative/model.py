@@ -100,7 +100,12 @@ def build_model(
             if encoder_path is None or text_dim is None:
                 raise ConfigError("model.backbone=text-t5: no sentence encoder to read texts")
             model = build_text_t5(
-                config, text_dim, cfg.text_slots, encoder_path, cfg.history_input == "items"
+                config,
+                text_dim,
+                cfg.text_slots,
+                encoder_path,
+                pooled_history=cfg.history_input == "items",
+                text_skip=cfg.text_skip,
             )
             with torch.no_grad():
                 model.shared.weight.normal_(0.0, 1.0)

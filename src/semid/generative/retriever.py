@@ -132,6 +132,12 @@ class GenerativeRetriever:
             extra["item_rows"] = rows
         return self.model.embed_inputs(input_ids, **extra)
 
+    def logit_prior(self, idx: np.ndarray, vectors: np.ndarray | None) -> torch.Tensor | None:
+        """text-t5's per-input logit prior of rows ``idx`` (None when the model has none)."""
+        if vectors is None or getattr(self.model, "text_skip", None) is None:
+            return None
+        return self.model.logit_prior(torch.from_numpy(vectors[idx]).to(self.device))
+
     def query_tokens_read(self) -> int:
         """Input tokens of a search text the model reads (longer texts are truncated)."""
         if self.text_encoder is not None:
@@ -165,6 +171,7 @@ class GenerativeRetriever:
             mask = input_ids != self.vocab.pad_id
             with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=bool(amp)):
                 embeds = self.encoder_embeds(input_ids, idx, vectors, item_tokens)
+                prior = self.logit_prior(idx, vectors)
                 items, scores = constrained_beam_search(
                     self.model,
                     input_ids,
@@ -177,6 +184,7 @@ class GenerativeRetriever:
                     top_k=k,
                     level_softmax=self.level_softmax,
                     inputs_embeds=embeds,
+                    logit_prior=prior,
                 )
             all_items.append(items.cpu().numpy())
             all_scores.append(scores.cpu().numpy())

@@ -30,6 +30,28 @@ class TextConditionedT5(T5ForConditionalGeneration):
         self.text_projection = nn.Linear(config.text_dim, config.text_slots * config.d_model)
         nn.init.normal_(self.text_projection.weight, 0.0, config.text_dim**-0.5)
         nn.init.zeros_(self.text_projection.bias)
+        # A linear path from the text vector straight to the output logits (see logit_prior).
+        self.text_skip = (
+            nn.Linear(config.text_dim, config.d_model, bias=False)
+            if getattr(config, "text_skip", False)
+            else None
+        )
+        if self.text_skip is not None:
+            nn.init.zeros_(self.text_skip.weight)
+
+    def logit_prior(self, text_vectors: torch.Tensor) -> torch.Tensor | None:
+        """Per text, a bias added to the logits of every decoding step: the tied token table
+        times a learned projection of the text vector (None without ``text_skip``).
+
+        Initialised from the same PCA axes as the ID-token rows (:func:`init_text_skip`), a
+        fresh model already ranks each level's codes by the similarity of the text to the
+        code's (residual) centroid, which is what dense retrieval over the embeddings the IDs
+        were made from does; the seq2seq part learns the rest.
+        """
+        if self.text_skip is None:
+            return None
+        projected = self.text_skip(text_vectors.to(self.shared.weight.dtype))
+        return projected @ self.shared.weight.T
 
     def embed_inputs(
         self,
@@ -68,8 +90,10 @@ def build_text_t5(
     text_slots: int,
     encoder_path: str,
     pooled_history: bool = True,
+    text_skip: bool = False,
 ) -> TextConditionedT5:
     """A fresh :class:`TextConditionedT5`; ``encoder_path`` is recorded in its config."""
+    config.text_skip = bool(text_skip)
     config.text_dim = int(text_dim)
     config.text_slots = int(text_slots)
     config.text_encoder_path = str(encoder_path)
@@ -101,16 +125,56 @@ class FrozenTextEncoder:
         """Input tokens the encoder reads (longer texts are truncated)."""
         return int(self.model.max_seq_length)
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Unit-norm float32 vectors (n, dim); each distinct text is embedded once."""
+    def encode(
+        self,
+        texts: Sequence[str],
+        progress: bool = False,
+        known: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Unit-norm float32 vectors (n, dim); each distinct text is embedded once.
+
+        ``known``: vectors this encoder already produced for some texts (e.g. the content
+        embedding stage's item vectors), reused instead of re-encoding them.
+        """
         from semid.embeddings.encoders import encode_texts
 
         unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
-        # longest first keeps batches of similar length; sentence-transformers sorts too
-        vectors = encode_texts(
-            self.model, unique.tolist(), self.batch_size, normalize=True, progress=progress
-        )
-        return vectors[inverse.reshape(-1)]
+        known = known or {}
+        todo = [t for t in unique.tolist() if t not in known]
+        fresh = encode_texts(self.model, todo, self.batch_size, normalize=True, progress=progress)
+        found = dict(zip(todo, fresh, strict=True))
+        vectors = np.stack([known[t] if t in known else found[t] for t in unique.tolist()])
+        return vectors.astype(np.float32)[inverse.reshape(-1)]
+
+
+def pca_axes(embeddings: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """(n_features, dim) top principal axes of ``embeddings`` (random ones beyond its rank)."""
+    rng = np.random.default_rng(seed)
+    x = np.asarray(embeddings, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    axes = vt[:dim].T
+    if axes.shape[1] < dim:
+        extra = rng.standard_normal((x.shape[1], dim - axes.shape[1])) / np.sqrt(x.shape[1])
+        axes = np.concatenate([axes, extra], axis=1)
+    return axes
+
+
+def init_text_skip(
+    model: TextConditionedT5, axes: np.ndarray, sample: np.ndarray, level: tuple[int, int]
+) -> float:
+    """Start ``text_skip`` as the PCA projection ``axes`` times a scale that gives the first
+    level's prior logits a standard deviation of 1 over ``sample`` text vectors; returns it."""
+    if model.text_skip is None or axes.shape[0] != model.text_skip.in_features:
+        return 0.0
+    with torch.no_grad():
+        model.text_skip.weight.copy_(torch.from_numpy(axes.T.astype(np.float32)))
+        first, count = level
+        prior = model.logit_prior(torch.from_numpy(sample.astype(np.float32)))
+        spread = float(prior[:, first : first + count].std(dim=1).mean())
+        scale = 1.0 / spread if spread > 0 else 1.0
+        model.text_skip.weight.mul_(scale)
+    return scale
 
 
 def id_token_vectors(
@@ -127,11 +191,7 @@ def id_token_vectors(
     rng = np.random.default_rng(seed)
     x = np.asarray(embeddings, dtype=np.float64)
     x = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    axes = vt[:dim].T
-    if axes.shape[1] < dim:
-        extra = rng.standard_normal((x.shape[1], dim - axes.shape[1])) / np.sqrt(x.shape[1])
-        axes = np.concatenate([axes, extra], axis=1)
+    axes = pca_axes(embeddings, dim, seed)
     out = []
     prefix = np.zeros(len(codes), dtype=np.int64)
     for col, card in enumerate(cardinalities):

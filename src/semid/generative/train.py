@@ -60,6 +60,12 @@ def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.devi
     return input_ids.to(device), mask.to(device), labels.to(device), extra
 
 
+def noisy(vectors: torch.Tensor, std: float, rng: torch.Generator) -> torch.Tensor:
+    """Unit vectors plus isotropic Gaussian noise of ``std`` per entry, renormalised."""
+    noise = torch.randn(vectors.shape, generator=rng, device=vectors.device) * std
+    return torch.nn.functional.normalize(vectors + noise, dim=-1)
+
+
 def level_masks(vocab_size: int, spaces: list[tuple[list[int], list[int]]]) -> torch.Tensor:
     """Boolean (n_tasks, n_cols, vocab) masks: the tokens of column ``c`` of each task's space.
 
@@ -89,10 +95,18 @@ def seq2seq_loss(
         kwargs["inputs_embeds"] = model.embed_inputs(input_ids, **extra)
     else:
         kwargs["input_ids"] = input_ids
-    if masks is None:
+    prior = None
+    if extra and "text_vectors" in extra and getattr(model, "text_skip", None) is not None:
+        prior = model.logit_prior(extra["text_vectors"])
+    if masks is None and prior is None:
         return model(**kwargs, labels=labels).loss
     logits = model(**kwargs, decoder_input_ids=model._shift_right(labels)).logits.float()
-    logits = logits.masked_fill(~masks[task], float("-inf"))
+    if prior is not None:
+        logits = logits.index_add(
+            0, extra["text_rows"], prior.float()[:, None, :].expand(-1, logits.shape[1], -1)
+        )
+    if masks is not None:
+        logits = logits.masked_fill(~masks[task], float("-inf"))
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
@@ -113,6 +127,7 @@ def train_generator(
     torch.manual_seed(seed)
     model.to(device).train()
     masks = masks.to(device) if masks is not None else None
+    noise_rng = torch.Generator(device=device).manual_seed(seed)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
@@ -136,6 +151,8 @@ def train_generator(
     while step < total:
         for idx in length_bucketed_batches(examples.lengths, cfg.batch_size, rng):
             input_ids, mask, labels, extra = collate(examples, idx, pad_id, device)
+            if cfg.text_noise and extra and "text_vectors" in extra:
+                extra["text_vectors"] = noisy(extra["text_vectors"], cfg.text_noise, noise_rng)
             task = torch.from_numpy(examples.task[idx].astype(np.int64)).to(device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 loss = seq2seq_loss(model, input_ids, mask, labels, extra, task, masks)
