@@ -30,7 +30,13 @@ N_ITEMS = 48
 CARDS = [8, 8, 3]
 TINY = ModelConfig(
     backbone="t5-scratch",
-    d_model=64, d_ff=128, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=32, dropout=0.0
+    d_model=64,
+    d_ff=128,
+    num_layers=1,
+    num_decoder_layers=1,
+    num_heads=2,
+    d_kv=32,
+    dropout=0.0,
 )
 _BUILT: dict[str, Path] = {}
 

@@ -13,7 +13,13 @@ from semid.generative.vocab import SemanticVocab, train_text_tokenizer
 
 TINY = ModelConfig(
     backbone="t5-scratch",
-    d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, dropout=0.0
+    d_model=32,
+    d_ff=64,
+    num_layers=1,
+    num_decoder_layers=1,
+    num_heads=2,
+    d_kv=16,
+    dropout=0.0,
 )
 
 

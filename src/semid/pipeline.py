@@ -293,10 +293,10 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
         artifact = load_embeddings(state.path("embeddings"))
         path = text_encoder_path(cfg, artifact)
         known = {}
-        if cfg.embedding.space == "content" and path == artifact.encoder_path:
+        normalized = artifact.meta.get("config", {}).get("normalize", True)
+        if cfg.embedding.space == "content" and path == artifact.encoder_path and normalized:
             # the content space is this encoder's unit vectors of the item texts: reuse them
-            if artifact.meta.get("config", {}).get("normalize", True):
-                known = dict(zip(items["text"].to_list(), artifact.spaces["item"], strict=True))
+            known = dict(zip(items["text"].to_list(), artifact.spaces["item"], strict=True))
         vectors = FrozenTextEncoder(path).encode(texts, progress=True, known=known)
         write_npy(out / "vectors.npy", vectors.astype(np.float16))  # half the disk, ~1e-3 error
         return {
