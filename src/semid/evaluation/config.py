@@ -64,7 +64,7 @@ class EvalConfig(BaseModel):
         "fp32",
         pattern="^(auto|fp32|bf16)$",
         description="Decoding precision. fp32: bf16 rounds the logits the beams are ranked by "
-        "(measured in benchmarks/generator.py).",
+        "(measured: benchmarks/bf16_decoding.py).",
     )
     beam_width: int | None = Field(
         None,
