@@ -74,7 +74,7 @@ class TextConditionedT5(T5ForConditionalGeneration):
             # unit-norm sentence vectors have entries ~dim**-0.5: rescale to the tokens' ~1
             scaled = text_vectors.to(embeds.dtype) * self.config.text_dim**0.5
             projected = self.text_projection(scaled).view(len(text_vectors), slots, -1)
-            embeds[text_rows, 1 : 1 + slots] = projected
+            embeds[text_rows, 1 : 1 + slots] = projected.to(embeds.dtype)
         if item_tokens is not None and len(item_tokens):
             valid = item_tokens[..., 0] != self.config.pad_token_id
             pooled = self.shared(item_tokens).sum(dim=2)
