@@ -318,3 +318,21 @@ def test_text_skip_prior_starts_as_nearest_centroid():
     first = prior[:, level[0] : level[0] + level[1]]
     assert first.argmax(1).tolist() == cluster.tolist()
     assert first.std(1).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_a_copied_run_finds_its_text_encoder_by_name():
+    from types import SimpleNamespace
+
+    from semid.embeddings.encoders import resolve_encoder
+    from semid.generative.retriever import text_encoder_location
+
+    here = SimpleNamespace(
+        config=SimpleNamespace(text_encoder_path=".", text_encoder_name="minilm")
+    )
+    assert text_encoder_location(here) == "."  # the trained-with folder exists: used as is
+    moved = SimpleNamespace(
+        config=SimpleNamespace(text_encoder_path="/nowhere/minilm", text_encoder_name="minilm")
+    )
+    assert text_encoder_location(moved) == resolve_encoder("minilm")
+    unnamed = SimpleNamespace(config=SimpleNamespace(text_encoder_path="/nowhere/tuned"))
+    assert text_encoder_location(unnamed) == "/nowhere/tuned"  # fails loudly when loaded

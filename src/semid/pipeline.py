@@ -268,6 +268,15 @@ def text_encoder_path(cfg: RunConfig, artifact) -> str:
     return artifact.encoder_path or resolve_encoder("minilm")
 
 
+def text_encoder_name(cfg: RunConfig) -> str | None:
+    """The text-t5 encoder's name when it is a named (shipped) one, else None."""
+    if cfg.model.text_encoder:
+        return cfg.model.text_encoder
+    if cfg.embedding.space == "content":
+        return cfg.embedding.encoder
+    return "minilm" if cfg.embedding.space == "rec" else None
+
+
 def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult:
     """Sentence vectors of the generator's training texts (text-t5): computed once, shared by
     every generator trained on the same texts with the same encoder (seeds, sizes, recipes)."""
@@ -401,6 +410,8 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
                     for t in ("search", "rec")
                 ],
             )
+        if text_stage is not None:  # lets a copied run find the encoder where paths differ
+            model.config.text_encoder_name = text_encoder_name(cfg)
         log.info("generator: %d parameters, %d examples", count_parameters(model), len(examples))
         facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, seed, masks)
         retriever = GenerativeRetriever(

@@ -23,6 +23,18 @@ from semid.io import read_json, write_json, write_npy
 ENCODER_FILE = "input_encoder.json"
 
 
+def text_encoder_location(model: PreTrainedModel) -> str:
+    """The sentence encoder a text-t5 model reads texts with: the folder it was trained with,
+    or, on another machine where that folder is absent, the same encoder resolved by name."""
+    from semid.embeddings.encoders import resolve_encoder
+
+    path = model.config.text_encoder_path
+    name = getattr(model.config, "text_encoder_name", None)
+    if Path(path).exists() or not name:
+        return path
+    return resolve_encoder(name)
+
+
 class GenerativeRetriever:
     """Seq2seq model + vocabulary + one prefix trie per ID space.
 
@@ -69,7 +81,7 @@ class GenerativeRetriever:
         self.text_encoder = text_encoder
         slots = int(getattr(model.config, "text_slots", 0) or 0)
         if slots and text_encoder is None:
-            text_encoder = self.text_encoder = FrozenTextEncoder(model.config.text_encoder_path)
+            text_encoder = self.text_encoder = FrozenTextEncoder(text_encoder_location(model))
         self.inputs = InputEncoder(
             vocab,
             id_codes,
