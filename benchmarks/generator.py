@@ -21,12 +21,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from semid.config import RunConfig, load_config
 from semid.io import read_json, write_json
 from semid.pipeline import run_pipeline
+from semid.reports.report import shared_code_items
 
 OUT = Path(__file__).resolve().parent / "results" / "generator.json"
 
@@ -68,14 +68,7 @@ def recall(metrics: dict, method: str, task: str, k: int = 30) -> float | None:
 def strata(run_dir: Path, task: str, k: int = 30) -> dict[str, float | None]:
     """Generator search recall on targets whose quantizer code is unique vs shared."""
     manifest = read_json(run_dir / "manifest.json")
-    ids = Path(manifest["stages"]["ids"]["path"])
-    space = next(ids.glob("*/codes.npy")).parent
-    codes = np.load(space / "codes.npy")
-    levels = read_json(space / "space.json").get("levels", codes.shape[1])
-    _, inverse, counts = np.unique(
-        codes[:, :levels], axis=0, return_inverse=True, return_counts=True
-    )
-    shared = counts[inverse.reshape(-1)] > 1
+    shared, _ = shared_code_items(Path(manifest["stages"]["ids"]["path"]))
     preds = pl.read_parquet(
         run_dir / "predictions.parquet", columns=["method", "task", "target", "rank"]
     )

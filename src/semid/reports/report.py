@@ -127,24 +127,34 @@ def protocol_section(cfg: RunConfig, manifest: dict, model_facts: dict, tokens: 
     return "\n".join(lines) + "\n"
 
 
-def strata_section(run_dir: Path, ids_path: Path | None, k: int) -> str:
-    """Search recall on targets whose quantizer code is unique vs shared with other items."""
+def shared_code_items(ids_path: Path):
+    """(bool per item: its quantizer code, without the disambiguation column, is shared with
+    another item; number of quantizer levels) of the ID space that serves search, or None."""
     import numpy as np
-    import polars as pl
 
-    pred_file = Path(run_dir) / "predictions.parquet"
-    if ids_path is None or not pred_file.exists():
-        return ""
     spaces = sorted(Path(ids_path).glob("*/codes.npy"))
     if not spaces:
-        return ""
+        return None
     space_dir = spaces[0].parent if len(spaces) == 1 else Path(ids_path) / "search"
     codes = np.load(space_dir / "codes.npy")
     levels = json.loads((space_dir / "space.json").read_text()).get("levels", codes.shape[1])
     _, inverse, counts = np.unique(
         codes[:, :levels], axis=0, return_inverse=True, return_counts=True
     )
-    shared = counts[inverse.reshape(-1)] > 1
+    return counts[inverse.reshape(-1)] > 1, levels
+
+
+def strata_section(run_dir: Path, ids_path: Path | None, k: int) -> str:
+    """Search recall on targets whose quantizer code is unique vs shared with other items."""
+    import polars as pl
+
+    pred_file = Path(run_dir) / "predictions.parquet"
+    if ids_path is None or not pred_file.exists():
+        return ""
+    found = shared_code_items(ids_path)
+    if found is None:
+        return ""
+    shared, levels = found
     preds = pl.read_parquet(pred_file, columns=["method", "task", "target", "rank"])
     preds = preds.filter(pl.col("task").str.starts_with("search"))
     preds = preds.with_columns(
