@@ -405,7 +405,7 @@ class _KeyRecorder:
     def is_cached(self, name: str, key_material: dict) -> bool:
         return False
 
-    def stage(self, name: str, key_material: dict, build: Callable, force: bool = False):
+    def stage(self, name: str, key_material: dict, build: Callable, force: bool = False, **_):
         key = stable_hash(key_material)
         self.keys[name] = key
         return StageResult(name, key, self.cache_dir / name / key, False, 0.0, None)

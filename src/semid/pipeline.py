@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from semid import __version__
+from semid import __version__, distributed
 from semid.config import RunConfig
 from semid.data import load_dataset, load_query_file, make_splits, query_ambiguity
 from semid.data.dataset import Dataset, Splits
@@ -318,6 +318,13 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
     return state.run.stage("text_vectors", material, build, force)
 
 
+def _not_in_model_key(cfg: RunConfig) -> set[str]:
+    """Train options that do not change the trained model (checkpointing, threads, device);
+    gradient accumulation only when off, so the keys of existing caches stay valid."""
+    out = {"seed", "num_threads", "device", "checkpoint_steps", "checkpoint_minutes"}
+    return out | ({"grad_accum_steps"} if cfg.train.grad_accum_steps == 1 else set())
+
+
 def stage_model(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
     text_stage = stage_text_vectors(state, force) if cfg.model.backbone == "text-t5" else None
@@ -326,7 +333,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         "ids": state.stages["ids"].key,
         "text_vectors": text_stage.key if text_stage else None,
         "model": cfg.model.model_dump(mode="json"),
-        "train": cfg.train.model_dump(mode="json", exclude={"seed", "num_threads", "device"}),
+        "train": cfg.train.model_dump(mode="json", exclude=_not_in_model_key(cfg)),
         "seed": generator_seed(cfg),
     }
 
@@ -414,6 +421,8 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             model.config.text_encoder_name = text_encoder_name(cfg)
         log.info("generator: %d parameters, %d examples", count_parameters(model), len(examples))
         facts = train_generator(model, examples, cfg.train, vocab.pad_id, device, seed, masks)
+        if not distributed.is_main():
+            return {}  # rank 0 alone writes the model
         retriever = GenerativeRetriever(
             model.cpu(),
             vocab,
@@ -440,7 +449,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             "final_loss": facts["loss_curve"][-1]["loss"] if facts["loss_curve"] else None
         }
 
-    return state.run.stage("model", material, build, force)
+    return state.run.stage("model", material, build, force, collective=True)
 
 
 BASELINE_ONLY = {"baselines", "sasrec_epochs", "sasrec_dim"}
@@ -608,14 +617,16 @@ def run_pipeline(
         raise ConfigError(f"--force: unknown stage(s) {sorted(unknown)} (stages: {STAGES})")
     name = cfg.name or run_name(cfg)
     run = Run(Path(runs_dir) / name, cache_dir)
-    write_json(run.run_dir / "config.json", cfg.model_dump(mode="json"))
+    if distributed.is_main():
+        write_json(run.run_dir / "config.json", cfg.model_dump(mode="json"))
     state = PipelineState(cfg, run, {})
     for stage in STAGES:
         log.info("stage %s", stage)
         state.stages[stage] = STAGE_FUNCTIONS[stage](state, force=stage in force)
         if stage == until:
             return run.run_dir
-    finalize_run(state)
+    if distributed.is_main():
+        finalize_run(state)
     return run.run_dir
 
 

@@ -14,7 +14,9 @@ import contextlib
 import logging
 import platform
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from semid import checkpoint, distributed
 from semid.io import atomic_dir, read_json, stable_hash, write_json
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,11 @@ class Run:
         )
         # The environment of the latest process that ran (or resumed) the run.
         self.manifest["environment"] = environment()
-        write_json(self.manifest_path, self.manifest)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        if distributed.is_main():  # under a launcher only rank 0 writes
+            write_json(self.manifest_path, self.manifest)
 
     def is_cached(self, name: str, key_material: dict[str, Any]) -> bool:
         """Whether stage ``name`` with these inputs is already built in the cache."""
@@ -128,38 +135,31 @@ class Run:
         key_material: dict[str, Any],
         build: Callable[[Path], dict[str, Any] | None],
         force: bool = False,
+        collective: bool = False,
     ) -> StageResult:
         """Return the stage's artifact folder, building it with ``build(tmp_dir)`` if needed.
 
         ``build`` writes its files into the temporary folder it is given and may return a dict
         of facts to record (losses, sizes); the folder is moved into place only on success.
+        Temporary folders that killed attempts left are removed first; training loops inside
+        ``build`` checkpoint into :func:`semid.checkpoint.checkpoint_dir` and resume from it.
+
+        Under a multi-process launcher (:mod:`semid.distributed`) rank 0 builds and the others
+        wait, except for a ``collective`` stage (one model trained by every process), whose
+        ``build`` every process runs: rank 0 into the stage folder, the others into a scratch
+        folder they must leave empty.
         """
         key = stable_hash(key_material)
         path = self.cache_dir / name / key
-        cached = (path / DONE_FILE).exists() and not force
+        # every process must take the same branch: rank 0's view of the cache decides
+        cached = distributed.agree((path / DONE_FILE).exists() and not force)
         if cached:
             info = read_json(path / DONE_FILE)
             log.info("stage %s: reusing %s", name, path)
             result = StageResult(name, key, path, True, 0.0, None)
             facts = info.get("facts", {})
         else:
-            reset_peak_rss()
-            start = time.perf_counter()
-            with atomic_dir(path) as tmp:
-                facts = build(tmp) or {}
-                seconds = time.perf_counter() - start
-                write_json(
-                    tmp / DONE_FILE,
-                    {
-                        "stage": name,
-                        "key": key,
-                        "inputs": key_material,
-                        "seconds": round(seconds, 3),
-                        "peak_rss_mb": round(peak_rss_mb(), 1),
-                        "facts": facts,
-                    },
-                )
-            result = StageResult(name, key, path, False, seconds, peak_rss_mb())
+            result, facts = self._build(name, key, key_material, path, build, collective)
         self.manifest["stages"][name] = {
             "key": key,
             "path": str(path.resolve()),
@@ -168,5 +168,40 @@ class Run:
             "peak_rss_mb": None if result.peak_rss_mb is None else round(result.peak_rss_mb, 1),
             "facts": facts,
         }
-        write_json(self.manifest_path, self.manifest)
+        self._write_manifest()
         return result
+
+    def _build(self, name, key, key_material, path, build, collective):
+        main = distributed.is_main()
+        ckpt = checkpoint.checkpoint_dir(path)
+        if main:
+            checkpoint.clean_stale(path)
+        if main or collective:
+            reset_peak_rss()
+            start = time.perf_counter()
+            with checkpoint.stage_scope(ckpt), contextlib.ExitStack() as stack:
+                if main:
+                    tmp = stack.enter_context(atomic_dir(path))
+                else:
+                    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                facts = build(tmp) or {}
+                seconds = time.perf_counter() - start
+                if main:
+                    write_json(
+                        tmp / DONE_FILE,
+                        {
+                            "stage": name,
+                            "key": key,
+                            "inputs": key_material,
+                            "seconds": round(seconds, 3),
+                            "peak_rss_mb": round(peak_rss_mb(), 1),
+                            "facts": facts,
+                        },
+                    )
+            if main and ckpt.exists():
+                shutil.rmtree(ckpt, ignore_errors=True)  # the stage is in place
+        distributed.barrier()  # the others wait for rank 0's folder
+        if not main:
+            info = read_json(path / DONE_FILE)
+            facts, seconds = info.get("facts", {}), info.get("seconds", 0.0)
+        return StageResult(name, key, path, False, seconds, peak_rss_mb()), facts

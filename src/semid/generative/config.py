@@ -114,3 +114,21 @@ class TrainConfig(BaseModel):
         "auto = bf16 on CUDA with bf16 and on CPUs with AVX512-BF16/AMX, else fp32. Decoding "
         "precision is eval.precision.",
     )
+    grad_accum_steps: int = Field(
+        1,
+        ge=1,
+        description="Gradient accumulation (accelerate): each optimizer step of batch_size "
+        "examples runs in this many micro-batches per process.",
+    )
+    checkpoint_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Save a resumable checkpoint every this many optimizer steps (None: only "
+        "checkpoint_minutes). A killed run continues from the latest one.",
+    )
+    checkpoint_minutes: float | None = Field(
+        10.0,
+        gt=0,
+        description="Save a resumable checkpoint at the first step after this many minutes "
+        "since the last one (None: only checkpoint_steps).",
+    )

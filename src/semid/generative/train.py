@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
+from semid import checkpoint
 from semid.generative.config import TrainConfig
 from semid.generative.examples import Examples
 from semid.generative.model import autocast_dtype
+
+log = logging.getLogger(__name__)
 
 
 def length_bucketed_batches(
@@ -110,6 +115,115 @@ def seq2seq_loss(
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
+class _Objective(torch.nn.Module):
+    """The model plus its loss, as one module: what accelerate wraps (DDP, autocast), so the
+    input embedding and logit prior of text-t5 run inside the wrapped forward too."""
+
+    def __init__(self, model: PreTrainedModel, masks: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("masks", masks, persistent=False)
+
+    def forward(self, input_ids, mask, labels, extra, task):
+        return seq2seq_loss(self.model, input_ids, mask, labels, extra, task, self.masks)
+
+
+def _accelerator(cfg: TrainConfig, device: torch.device):
+    """accelerate's Accelerator for ``device`` with the config's precision and accumulation."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    amp = autocast_dtype(cfg.precision, device)
+    return Accelerator(
+        cpu=device.type == "cpu",
+        mixed_precision="bf16" if amp is not None else "no",
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        # text-t5 batches without texts (or without histories) leave some parameters unused
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def _release_accelerator() -> None:
+    """Forget accelerate's process-wide state after a single-process training (so the next
+    training in this process may use another precision); kept under a launcher."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from semid import distributed
+
+    if not distributed.launched():
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+
+
+def shard(idx: np.ndarray, parts: int) -> list[np.ndarray]:
+    """A global batch split into ``parts`` near-equal pieces (micro-batch ``a`` of rank ``r``
+    is piece ``a * world + r``); an empty piece becomes the first example at weight 0."""
+    return list(np.array_split(idx, parts))
+
+
+class _Progress:
+    """What the loop itself must restore on resume, beside accelerate's saved state."""
+
+    def __init__(self, rng: np.random.Generator, noise_rng: torch.Generator) -> None:
+        self.rng, self.noise_rng = rng, noise_rng
+        self.step = self.seen = 0
+        self.epoch_start_state = rng.bit_generator.state  # rng before this epoch's batches
+        self.position = 0  # batches of this epoch already trained on
+        self.running: list[float] = []
+        self.curve: list[dict] = []
+        self.seconds = 0.0
+
+    def state_dict(self, world: int) -> dict:
+        return {
+            "step": self.step,
+            "seen": self.seen,
+            "epoch_start_state": self.epoch_start_state,
+            "position": self.position,
+            "noise_rng": self.noise_rng.get_state(),
+            "running": list(self.running),
+            "curve": list(self.curve),
+            "seconds": self.seconds,
+            "world_size": world,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("step", "seen", "epoch_start_state", "position", "running", "curve"):
+            setattr(self, name, state[name])
+        self.seconds = state["seconds"]
+        self.noise_rng.set_state(state["noise_rng"])
+
+
+def _resume(accelerator, progress: _Progress, folder: Path | None) -> bool:
+    """Load the latest checkpoint of ``folder`` if one was written by as many processes."""
+    found = checkpoint.latest(folder)
+    if found is None:
+        return False
+    step, path = found
+    mine = path / f"progress_{accelerator.process_index}.pt"
+    state = torch.load(mine, weights_only=False) if mine.exists() else None
+    if state is None or state["world_size"] != accelerator.num_processes:
+        log.warning("checkpoint %s: written by another number of processes, not resumed", path)
+        return False
+    accelerator.load_state(str(path))
+    progress.load_state_dict(state)
+    log.info("generator: resumed from %s (step %d)", path, step)
+    return True
+
+
+def _save(accelerator, progress: _Progress, folder: Path) -> None:
+    """Save every process's state as ``folder/step-<n>`` (staged, then renamed by rank 0)."""
+    tmp = checkpoint.staging(folder, progress.step)
+    accelerator.save_state(str(tmp), safe_serialization=False)
+    torch.save(
+        progress.state_dict(accelerator.num_processes),
+        tmp / f"progress_{accelerator.process_index}.pt",
+    )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoint.publish(folder, progress.step)
+    accelerator.wait_for_everyone()
+
+
 def train_generator(
     model: PreTrainedModel,
     examples: Examples,
@@ -122,12 +236,29 @@ def train_generator(
     """Train ``model`` in place; returns the loss curve and throughput.
 
     ``masks`` (see :func:`level_masks`) restricts each position's softmax to its level.
+
+    Runs through ``accelerate``: under ``torchrun`` / ``accelerate launch`` with N processes
+    each optimizer step's global batch of ``cfg.batch_size`` examples is split across the
+    processes (and ``cfg.grad_accum_steps`` micro-batches), DDP averages the gradients; bf16
+    autocast comes from accelerate's mixed precision. Inside a stage of the cache the loop
+    checkpoints every ``cfg.checkpoint_steps`` steps / ``cfg.checkpoint_minutes`` minutes and
+    resumes from the latest checkpoint, reproducing the uninterrupted run exactly.
     """
+    accelerator = _accelerator(cfg, device)
+    try:
+        return _train(accelerator, model, examples, cfg, pad_id, seed, masks)
+    finally:
+        _release_accelerator()
+
+
+def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
+    device = accelerator.device
+    world, rank = accelerator.num_processes, accelerator.process_index
+    parts = world * cfg.grad_accum_steps
     rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    model.to(device).train()
-    masks = masks.to(device) if masks is not None else None
-    noise_rng = torch.Generator(device=device).manual_seed(seed)
+    model.train()
+    objective = _Objective(model, masks)
+    noise_rng = torch.Generator(device=device).manual_seed(seed + rank)
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
@@ -143,45 +274,138 @@ def train_generator(
         lr=cfg.lr,
     )
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    amp = autocast_dtype(cfg.precision, device)
-    curve: list[dict] = []
-    step, seen, running = 0, 0, []
-    start = time.perf_counter()
-    bar = tqdm(total=total, desc="train generator", unit="step", dynamic_ncols=True)
-    while step < total:
-        for idx in length_bucketed_batches(examples.lengths, cfg.batch_size, rng):
-            input_ids, mask, labels, extra = collate(examples, idx, pad_id, device)
-            if cfg.text_noise and extra and "text_vectors" in extra:
-                extra["text_vectors"] = noisy(extra["text_vectors"], cfg.text_noise, noise_rng)
-            task = torch.from_numpy(examples.task[idx].astype(np.int64)).to(device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = seq2seq_loss(model, input_ids, mask, labels, extra, task, masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            seen += len(idx)
-            running.append(loss.item())
-            if step % 50 == 0 or step == total:
-                mean = float(np.mean(running))
-                curve.append(
-                    {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": mean}
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # stepped here, once per optimizer step
+    torch.manual_seed(seed + rank)  # dropout: its own stream per process (after prepare)
+    folder = checkpoint.active_dir()
+    progress = _Progress(rng, noise_rng)
+    resumed = _resume(accelerator, progress, folder)
+    last_save = time.perf_counter()
+    start = time.perf_counter() - progress.seconds
+    bar = tqdm(
+        total=total,
+        initial=progress.step,
+        desc="train generator",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not accelerator.is_main_process,
+    )
+    while progress.step < total:
+        rng.bit_generator.state = progress.epoch_start_state
+        batches = length_bucketed_batches(examples.lengths, cfg.batch_size, rng)
+        for idx in batches[progress.position :]:
+            local_loss = 0.0
+            for micro in range(cfg.grad_accum_steps):
+                part = shard(idx, parts)[micro * world + rank]
+                weight = len(part) * parts / len(idx)
+                if len(part) == 0:
+                    part = idx[:1]
+                local_loss += _micro_step(
+                    accelerator,
+                    objective,
+                    optimizer,
+                    scheduler,
+                    examples,
+                    part,
+                    pad_id,
+                    cfg,
+                    weight,
+                    noise_rng,
+                    device,
+                )
+            progress.step += 1
+            progress.position += 1
+            progress.seen += len(idx)
+            progress.running.append(local_loss / cfg.grad_accum_steps)
+            if progress.step % 50 == 0 or progress.step == total:
+                running = torch.tensor(progress.running, device=device)
+                mean = (
+                    float(accelerator.reduce(running, "mean").mean())
+                    if world > 1
+                    else float(np.mean(progress.running))
+                )
+                progress.curve.append(
+                    {
+                        "step": progress.step,
+                        "epoch": round(progress.step / steps_per_epoch, 3),
+                        "loss": mean,
+                    }
                 )
                 bar.set_postfix(loss=f"{mean:.3f}")
-                running = []
+                progress.running = []
             bar.update(1)
-            if step >= total:
+            if (
+                folder is not None
+                and progress.step < total
+                and _due(accelerator, cfg, progress.step, last_save)
+            ):
+                progress.seconds = time.perf_counter() - start
+                _save(accelerator, progress, folder)
+                last_save = time.perf_counter()
+            checkpoint.maybe_fail(progress.step)
+            if progress.step >= total:
                 break
+        else:  # the epoch ran out: the next one draws its order from the rng as it is now
+            progress.epoch_start_state = rng.bit_generator.state
+            progress.position = 0
     bar.close()
     seconds = time.perf_counter() - start
     model.eval()
+    amp = accelerator.mixed_precision == "bf16"
     return {
-        "steps": step,
-        "examples_seen": seen,
+        "steps": progress.step,
+        "examples_seen": progress.seen,
         "seconds": round(seconds, 2),
-        "examples_per_second": round(seen / max(seconds, 1e-9), 1),
-        "precision": "bf16" if amp is not None else "fp32",
-        "loss_curve": curve,
+        "examples_per_second": round(progress.seen / max(seconds, 1e-9), 1),
+        "precision": "bf16" if amp else "fp32",
+        "processes": world,
+        "grad_accum_steps": cfg.grad_accum_steps,
+        "resumed": resumed,
+        "loss_curve": progress.curve,
     }
+
+
+def _due(accelerator, cfg: TrainConfig, step: int, last_save: float) -> bool:
+    """Whether to checkpoint after ``step`` (the clock of rank 0 decides for everyone)."""
+    if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0:
+        return True
+    if not cfg.checkpoint_minutes:
+        return False
+    due = [time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(due)
+    return bool(due[0])
+
+
+def _micro_step(
+    accelerator,
+    objective,
+    optimizer,
+    scheduler,
+    examples,
+    part,
+    pad_id,
+    cfg,
+    weight,
+    noise_rng,
+    device,
+) -> float:
+    """Forward/backward one micro-batch; the optimizer steps when accelerate says so."""
+    with accelerator.accumulate(objective):
+        input_ids, mask, labels, extra = collate(examples, part, pad_id, device)
+        if cfg.text_noise and extra and "text_vectors" in extra:
+            extra["text_vectors"] = noisy(extra["text_vectors"], cfg.text_noise, noise_rng)
+        task = torch.from_numpy(examples.task[part].astype(np.int64)).to(device)
+        loss = objective(input_ids, mask, labels, extra, task)
+        if weight != 1.0:  # this piece's share of the global batch (DDP averages pieces)
+            loss = loss * weight
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(objective.parameters(), 1.0)
+        optimizer.step()
+        if accelerator.sync_gradients:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(loss.item())
