@@ -28,7 +28,21 @@ TINY = ModelConfig(
     d_kv=16,
     dropout=0.1,
 )
-WORDS = "funny dark thriller space romance paris toys war ship love night city dog".split()
+WORDS = [
+    "funny",
+    "dark",
+    "thriller",
+    "space",
+    "romance",
+    "paris",
+    "toys",
+    "war",
+    "ship",
+    "love",
+    "night",
+    "city",
+    "dog",
+]
 
 
 @lru_cache(maxsize=1)

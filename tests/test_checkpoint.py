@@ -5,12 +5,12 @@ import copy
 
 import pytest
 import torch
+from scale_fixture import job
 
 from semid import checkpoint
 from semid.generative.config import TrainConfig
 from semid.generative.train import train_generator
 from semid.runs import DONE_FILE, Run
-from scale_fixture import job
 
 CFG = TrainConfig(
     epochs=1000, max_steps=40, batch_size=16, lr=1e-2, warmup_ratio=0.1, precision="fp32"
