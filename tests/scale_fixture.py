@@ -16,7 +16,7 @@ from semid.generative.config import ModelConfig, TrainConfig
 from semid.generative.examples import InputEncoder, build_examples
 from semid.generative.model import build_model
 from semid.generative.train import train_generator
-from semid.generative.vocab import SemanticVocab, train_text_tokenizer
+from semid.generative.vocab import SemanticVocab
 
 TINY = ModelConfig(
     backbone="t5-scratch",
@@ -45,12 +45,28 @@ WORDS = [
 ]
 
 
+def fixed_tokenizer(words: list[str]):
+    """A word-level tokenizer with a fixed vocabulary: the same in every process and run
+    (a trained word-piece vocabulary may order tied tokens differently from run to run)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from semid.generative.vocab import EOS, PAD, UNK
+
+    table = {token: i for i, token in enumerate([PAD, EOS, UNK, *words])}
+    tok = Tokenizer(models.WordLevel(vocab=table, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK
+    )
+
+
 @lru_cache(maxsize=1)
 def job(n_items: int = 48):
     """(model, examples, vocab, codes): one fixed fresh model (copy it before training)."""
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, 4)) + f" {i}" for i in range(n_items)]
-    tok = train_text_tokenizer(sorted(set(" ".join(texts).split())) * 3, 500)
+    tok = fixed_tokenizer(sorted(set(" ".join(texts).split())))
     cards = [8, 8, 1]
     codes = np.stack([np.arange(n_items) % 8, np.arange(n_items) // 8 % 8, np.zeros(n_items)], 1)
     codes = codes.astype(np.int64)
@@ -84,12 +100,24 @@ def recall_at_1(model) -> float:
     return float(np.mean(items[:, 0] == np.arange(len(codes))))
 
 
-if __name__ == "__main__":  # torchrun tests/scale_fixture.py OUT_DIR STEPS BATCH
+def stage_job(cache: Path, steps: int, batch: int, checkpoint_steps: int | None = None) -> None:
+    """The tiny job as the pipeline runs it under a launcher: a rank-0 stage, then the
+    collective model stage; each process notes which builds it ran and what its scratch
+    folder held (beside the cache, in ``cache/../ranks``)."""
     from semid import distributed
+    from semid.runs import Run
 
-    torch.set_num_threads(1)
-    out = Path(sys.argv[1])
-    steps, batch = int(sys.argv[2]), int(sys.argv[3])
+    rank = distributed.rank()
+    notes = cache.parent / "ranks"
+    notes.mkdir(parents=True, exist_ok=True)
+    run = Run(cache.parent / "run", cache)
+
+    def prep(tmp: Path) -> dict:
+        (notes / f"prep.rank{rank}").write_text("built")
+        (tmp / "prep.txt").write_text("prep")
+        return {}
+
+    run.stage("prep", {"prep": 1}, prep)
     cfg = TrainConfig(
         epochs=1000,
         max_steps=steps,
@@ -97,11 +125,24 @@ if __name__ == "__main__":  # torchrun tests/scale_fixture.py OUT_DIR STEPS BATC
         lr=1e-2,
         warmup_ratio=0.0,
         precision="fp32",
+        checkpoint_steps=checkpoint_steps,
+        checkpoint_minutes=None,
     )
-    model, facts = train(cfg)
-    if distributed.is_main():
-        out.mkdir(parents=True, exist_ok=True)
+
+    def build(tmp: Path) -> dict:
+        model, facts = train(cfg)
+        (notes / f"model.rank{rank}").write_text(json.dumps(sorted(p.name for p in tmp.iterdir())))
+        if not distributed.is_main():
+            return {}
+        torch.save(model.state_dict(), tmp / "model.pt")
         facts["recall_at_1"] = recall_at_1(model)
-        torch.save(model.state_dict(), out / "model.pt")
-        (out / "facts.json").write_text(json.dumps(facts))
-    (out.parent / f"rank{distributed.rank()}.done").write_text(str(distributed.world_size()))
+        return facts
+
+    run.stage("model", {"steps": steps, "batch": batch}, build, collective=True)
+    (notes / f"done.rank{rank}").write_text(str(distributed.world_size()))
+
+
+if __name__ == "__main__":  # [torchrun ...] tests/scale_fixture.py CACHE STEPS BATCH [CKPT]
+    torch.set_num_threads(1)
+    ckpt = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    stage_job(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), ckpt)

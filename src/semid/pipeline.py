@@ -362,6 +362,9 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         if tokenizer is None:
             corpus = items["text"].to_list() + train_q["query"].to_list()
             tokenizer = train_text_tokenizer(corpus, cfg.model.text_vocab_size)
+        # a trained word-piece vocabulary can order tied tokens differently in each process:
+        # under a launcher every process uses rank 0's
+        tokenizer = distributed.agree(tokenizer)
         vocab = SemanticVocab.build(
             tokenizer,
             {name: s.cardinalities for name, s in spaces.items()},
