@@ -283,6 +283,22 @@ def grid(
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the study report at the end.")
     ] = True,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="'local' (process pool on this machine) or 'ray' (one Ray task per cell; "
+            "RUNS_DIR and the cache must be on a filesystem every worker sees)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--backend ray: cluster address ('auto', 'ray://head:10001'); "
+            "default: start a local Ray instance."
+        ),
+    ] = None,
+    cpus_per_cell: Annotated[float, typer.Option(help="--backend ray: CPUs a cell needs.")] = 1,
+    gpus_per_cell: Annotated[float, typer.Option(help="--backend ray: GPUs a cell needs.")] = 0,
 ) -> None:
     """Run every cell of a grid (axes x values), resuming finished cells and shared stages."""
     from semid.grid import load_grid, print_plan, run_grid
@@ -292,8 +308,27 @@ def grid(
     cache = cache_dir or out / ".cache"
     if dry_run:
         print_plan(spec, out, cache, only, Console())
+        from semid.costs import print_gpu_hours
+
+        print_gpu_hours(spec, only, Console())
         return
-    statuses = run_grid(spec, out, jobs=jobs, cache_dir=cache, only=only)
+    if backend == "ray":
+        from semid.grid_ray import run_grid_ray
+
+        statuses = run_grid_ray(
+            spec,
+            out,
+            address=address,
+            cpus_per_cell=cpus_per_cell,
+            gpus_per_cell=gpus_per_cell,
+            jobs=jobs if jobs > 1 else None,
+            cache_dir=cache,
+            only=only,
+        )
+    elif backend == "local":
+        statuses = run_grid(spec, out, jobs=jobs, cache_dir=cache, only=only)
+    else:
+        raise SemidError(f"--backend {backend}: must be local or ray")
     failed = {name: s for name, s in statuses.items() if s.startswith("failed")}
     console.print(
         f"grid {spec.name}: {sum(s == 'done' for s in statuses.values())} ran, "

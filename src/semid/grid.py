@@ -564,6 +564,7 @@ def run_grid(
     pipeline: PipelineFn = default_pipeline,
     stage_keys: StageKeysFn = pipeline_stage_keys,
     poll_seconds: float = 2.0,
+    executor: Callable[[int], Any] | None = None,
 ) -> dict[str, str]:
     """Run (or resume) every cell of ``grid``; returns each cell's status.
 
@@ -586,6 +587,9 @@ def run_grid(
         The pipeline and its stage-key function (replaceable for tests).
     poll_seconds : float
         How often a waiting cell re-checks the cache (``jobs > 1``).
+    executor : callable, optional
+        ``executor(jobs)`` -> a :class:`concurrent.futures.Executor`-like context manager that
+        runs the cells instead of the local process pool (:mod:`semid.grid_ray`: Ray tasks).
 
     Returns
     -------
@@ -623,7 +627,7 @@ def run_grid(
         log.info("[%d/%d] %s: %s", done_count, total, cell.name, status)
         write_results(out_dir)
 
-    if jobs == 1:
+    if jobs == 1 and executor is None:
         for cell in todo:
             try:
                 run_cell(cell.config, out_dir, cache_dir, pipeline)
@@ -639,7 +643,9 @@ def run_grid(
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     with (
         _environment(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, SEMID_NUM_THREADS=threads),
-        ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
+        executor(jobs)
+        if executor
+        else ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool,
     ):
         try:
             while waiting or running:
