@@ -531,7 +531,8 @@ def stage_evaluate(state: PipelineState, force: bool = False) -> StageResult:
     def build(out: Path) -> dict:
         set_threads(cfg.train.num_threads)
         inputs = load_eval_inputs(state)
-        retriever = GenerativeRetriever.load(state.path("model"))
+        # decoding on the training device (CUDA when present with train.device=auto)
+        retriever = GenerativeRetriever.load(state.path("model"), resolve_device(cfg.train.device))
         metrics, frames = generative_predictions(retriever, inputs, cfg)
         write_parquet(out / "predictions.parquet", pl.concat(frames))
         write_json(out / "metrics.json", {"generative": metrics})
@@ -694,7 +695,7 @@ def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -
     if k is not None:
         cfg.eval.beam_size = k
     set_threads(cfg.train.num_threads)
-    retriever = GenerativeRetriever.load(Path(run_dir) / "model")
+    retriever = GenerativeRetriever.load(Path(run_dir) / "model", resolve_device(cfg.train.device))
     metrics, frames = generative_predictions(retriever, inputs, cfg)
     artifact = load_embeddings(paths["embeddings"])
     query_vectors = artifact.encode_queries(inputs.queries)

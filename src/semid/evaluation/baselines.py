@@ -103,12 +103,14 @@ def run_baselines(
 
     if "sasrec" in cfg.eval.baselines and inputs.histories:
         from semid.evaluation.sasrec import SASRec
+        from semid.generative.model import resolve_device
 
         model = SASRec(
             max_len=cfg.data.max_history,
             dim=cfg.eval.sasrec_dim,
             epochs=cfg.eval.sasrec_epochs,
             random_state=cfg.seed,
+            device=str(resolve_device(cfg.train.device)),  # CUDA when present (device=auto)
         )
         model.fit(train_seqs, n_items)
         ranked = model.recommend(inputs.histories, k, exclude_seen=cfg.eval.exclude_seen)
