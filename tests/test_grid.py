@@ -369,8 +369,8 @@ def test_real_pipeline_keys_are_shared_as_configs_agree(tmp_path, monkeypatch):
 
     original = Run.stage
 
-    def no_build(self, name, material, build, force=False):
-        return original(self, name, material, lambda out: {}, force)
+    def no_build(self, name, material, build, force=False, **kwargs):
+        return original(self, name, material, lambda out: {}, force, **kwargs)
 
     monkeypatch.setattr(Run, "stage", no_build)
     monkeypatch.setattr(
