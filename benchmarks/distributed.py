@@ -63,7 +63,7 @@ def main() -> None:
         rows[name] = {
             "processes": log.get("processes", 1),
             "steps": log["steps"],
-            "global_batch": log["examples_seen"] // max(log["steps"], 1),
+            "examples_per_step": round(log["examples_seen"] / max(log["steps"], 1), 1),
             "train_seconds": log["seconds"],
             "examples_per_second": log["examples_per_second"],
             "final_loss": log["loss_curve"][-1]["loss"],
