@@ -18,6 +18,9 @@ from semid.generative.examples import Examples
 from semid.generative.model import autocast_dtype
 
 log = logging.getLogger(__name__)
+# accelerate logs every file of every checkpoint at INFO: keep its warnings only
+for _name in ("accelerate.checkpointing", "accelerate.accelerator"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def length_bucketed_batches(
