@@ -5,10 +5,11 @@ import copy
 
 import pytest
 import torch
-from scale_fixture import job
+from scale_fixture import TINY, job
 
 from semid import checkpoint
 from semid.generative.config import TrainConfig
+from semid.generative.model import build_model
 from semid.generative.train import train_generator
 from semid.runs import DONE_FILE, Run
 
@@ -71,3 +72,26 @@ def test_stale_tmp_folders_are_removed_when_the_stage_runs(tmp_path):
     (tmp_path / "cache" / "x" / f".{key}.abcd.tmp").rename(stale)
     run.stage("x", material, lambda tmp: {})
     assert not stale.exists() and other.exists()
+
+
+def test_gradient_accumulation_matches_one_batch():
+    """accelerate's accumulation: 2 micro-batches of 8 make the step of one batch of 16."""
+    _, examples, vocab, _ = job()
+    torch.manual_seed(0)  # no dropout: the two runs then differ by rounding only
+    model = build_model(
+        TINY.model_copy(update={"dropout": 0.0}), len(vocab), vocab.pad_id, vocab.eos_id
+    )
+    curves = []
+    for accum in (1, 2):
+        trained = copy.deepcopy(model)
+        cfg = CFG.model_copy(
+            update={"grad_accum_steps": accum, "max_steps": 1, "warmup_ratio": 0.0}
+        )
+        facts = train_generator(trained, examples, cfg, vocab.pad_id, torch.device("cpu"), 0)
+        assert facts["grad_accum_steps"] == accum and facts["steps"] == 1
+        curves.append(trained.state_dict())
+    # one AdamW step moves each weight by ~lr * sign(its gradient): equal gradients (up to
+    # rounding) give equal steps (a longer run would amplify the rounding through Adam)
+    a, b = curves
+    moved = [k for k in a if not torch.allclose(a[k], b[k], atol=1e-5)]
+    assert moved == []
