@@ -59,7 +59,13 @@ def _rq_kmeans(cfg: QuantizerConfig, seed: int) -> Quantizer:
 
     k = cfg.kmeans
     return RQKMeans(
-        cfg.levels, cfg.codebook_size, k.backend, k.niter, k.nredo, k.beam_size, random_state=seed
+        n_levels=cfg.levels,
+        codebook_size=cfg.codebook_size,
+        backend=k.backend,
+        niter=k.niter,
+        nredo=k.nredo,
+        beam_size=k.beam_size,
+        random_state=seed,
     )
 
 
@@ -68,8 +74,8 @@ def _rq_kmeans_balanced(cfg: QuantizerConfig, seed: int) -> Quantizer:
 
     k = cfg.kmeans
     return BalancedRQKMeans(
-        cfg.levels,
-        cfg.codebook_size,
+        n_levels=cfg.levels,
+        codebook_size=cfg.codebook_size,
         niter=k.niter,
         nredo=k.nredo,
         balanced_iters=k.balanced_iters,
@@ -83,7 +89,11 @@ def _vae(kind: str) -> QuantizerFactory:
         from semid.quantizers.rq_vae import RQVAE
 
         return RQVAE(
-            cfg.levels, cfg.codebook_size, kind=kind, random_state=seed, **cfg.vae.model_dump()
+            n_levels=cfg.levels,
+            codebook_size=cfg.codebook_size,
+            kind=kind,
+            random_state=seed,
+            **cfg.vae.model_dump(),
         )
 
     return factory
@@ -94,8 +104,8 @@ def _dictionary(cfg: QuantizerConfig, seed: int) -> Quantizer:
 
     d = cfg.dictionary
     return ResidualDictionary(
-        cfg.levels,
-        cfg.codebook_size,
+        n_levels=cfg.levels,
+        codebook_size=cfg.codebook_size,
         alpha=d.alpha,
         max_iter=d.max_iter,
         batch_size=d.batch_size,

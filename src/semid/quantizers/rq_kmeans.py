@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from semid.errors import ConfigError
 from semid.quantizers.base import (
+    DEFAULTS,
+    BaseQuantizer,
     check_codes,
     check_fit_shape,
     check_fitted,
@@ -76,8 +78,8 @@ def nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return idx[:, 0].astype(np.int64)
 
 
-class RQKMeans:
-    """Residual k-means quantizer.
+class RQKMeans(BaseQuantizer):
+    """Residual k-means quantizer (defaults: :class:`~semid.quantizers.config.KMeansConfig`).
 
     Parameters
     ----------
@@ -104,12 +106,13 @@ class RQKMeans:
 
     def __init__(
         self,
-        n_levels: int = 3,
-        codebook_size: int = 256,
-        backend: str = "faiss-kmeans",
-        niter: int = 25,
-        nredo: int = 1,
-        beam_size: int = 5,
+        *,
+        n_levels: int = DEFAULTS.levels,
+        codebook_size: int = DEFAULTS.codebook_size,
+        backend: str = DEFAULTS.kmeans.backend,
+        niter: int = DEFAULTS.kmeans.niter,
+        nredo: int = DEFAULTS.kmeans.nredo,
+        beam_size: int = DEFAULTS.kmeans.beam_size,
         random_state: int = 0,
     ) -> None:
         self.n_levels = n_levels
@@ -121,7 +124,7 @@ class RQKMeans:
         self.random_state = random_state
 
     # -- fitting
-    def fit(self, X: np.ndarray) -> RQKMeans:
+    def fit(self, X: np.ndarray, y: object = None) -> RQKMeans:
         """Learn one codebook per level from ``X`` (n, d)."""
         self.fit_encode(X)
         return self
