@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from semid.data.dataset import Dataset
-from semid.data.importer import ProblemLog
+from semid.data.tables import ProblemLog
 from semid.errors import ConfigError, DataError
 from semid.io import atomic_path
 
