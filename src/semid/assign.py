@@ -254,10 +254,50 @@ def assign_items(
 
     folder = _model_folder(model_dir)
     items = pl.read_parquet(folder / "items.parquet")
-    meta = read_json(folder / "input_encoder.json")
-    spaces = list(meta["spaces"])
+    spaces = list(read_json(folder / "input_encoder.json")["spaces"])
     vocab = SemanticVocab.load(folder)
     codes = {name: np.load(folder / f"codes_{name}.npy") for name in spaces}
+    _check_new_items(items, new_items, spaces, quantizers)
+
+    vectors = embed(new_items["text"].to_list())
+    per_space: dict[str, SpaceAssignment] = {}
+    for name in spaces:
+        if name not in vectors:
+            raise ConfigError(f"assign: the embedder returned no vectors for space {name!r}")
+        prefixes = np.asarray(quantizers[name].encode(np.asarray(vectors[name])))
+        per_space[name] = assign_codes(codes[name], prefixes, vocab.spaces[name].cardinalities)
+    ok = np.logical_and.reduce([a.ok for a in per_space.values()])
+    accepted = new_items.filter(pl.Series(ok))
+    start = items.height
+    additions = accepted.with_columns(
+        pl.Series("item_idx", np.arange(start, start + accepted.height), dtype=pl.Int32)
+    )
+    merged = pl.concat([items, additions], how="diagonal_relaxed").select(items.columns)
+    merged = merged.cast(dict(items.schema))
+    new_codes = {name: np.vstack([codes[name], a.codes[ok]]) for name, a in per_space.items()}
+    target = Path(out_dir) if out_dir is not None else folder
+    rejected_ids = new_items.filter(~pl.Series(ok))["item_id"].to_list()
+    table = id_table(merged, new_codes)
+    _write_model(
+        folder, target, merged, new_codes, table, accepted["item_id"].to_list(), rejected_ids
+    )
+    run_table = folder.parent / ID_TABLE
+    if out_dir is None and folder.name == "model" and run_table.exists():
+        _write_csv(run_table, table)  # keep the run's ID table in step with its model
+    assigned = pl.DataFrame(
+        {"item_id": accepted["item_id"], "title": accepted["title"]}
+        | {
+            name: [vocab.id_string(name, row.tolist()) for row in per_space[name].codes[ok]]
+            for name in spaces
+        }
+    )
+    return Assignment(assigned, _rejected(new_items, per_space, ok), target)
+
+
+def _check_new_items(
+    items: pl.DataFrame, new_items: pl.DataFrame, spaces: list[str], quantizers: Mapping[str, Any]
+) -> None:
+    """Raise unless the new items have the columns, new ids, and every space a quantizer."""
     absent = [c for c in ("item_id", "title", "text") if c not in new_items.columns]
     if absent:
         raise DataError(f"new items: missing column(s) {absent}")
@@ -269,56 +309,45 @@ def assign_items(
     if missing:
         raise ConfigError(f"assign: no fitted quantizer for ID space(s) {missing}")
 
-    vectors = embed(new_items["text"].to_list())
-    per_space: dict[str, SpaceAssignment] = {}
-    for name in spaces:
-        if name not in vectors:
-            raise ConfigError(f"assign: the embedder returned no vectors for space {name!r}")
-        prefixes = np.asarray(quantizers[name].encode(np.asarray(vectors[name])))
-        per_space[name] = assign_codes(codes[name], prefixes, vocab.spaces[name].cardinalities)
-    ok = np.logical_and.reduce([a.ok for a in per_space.values()])
-    reasons = [
-        "; ".join(f"{name}: {a.reasons[i]}" for name, a in per_space.items() if a.reasons[i])
-        for i in range(new_items.height)
-    ]
-    accepted = new_items.filter(pl.Series(ok))
-    start = items.height
-    additions = accepted.with_columns(
-        pl.Series("item_idx", np.arange(start, start + accepted.height), dtype=pl.Int32)
-    )
-    merged = pl.concat([items, additions], how="diagonal_relaxed").select(items.columns)
-    merged = merged.cast(dict(items.schema))
-    new_codes = {name: np.vstack([codes[name], a.codes[ok]]) for name, a in per_space.items()}
-    target = Path(out_dir) if out_dir is not None else folder
+
+def _write_model(
+    folder: Path,
+    target: Path,
+    merged: pl.DataFrame,
+    codes: Mapping[str, np.ndarray],
+    table: pl.DataFrame,
+    assigned: list[int],
+    rejected: list[int],
+) -> None:
+    """The updated model folder at ``target``: a copy of ``folder`` with the new items."""
     history = read_json(folder / ASSIGN_LOG) if (folder / ASSIGN_LOG).exists() else []
-    table = id_table(merged, new_codes)
     with atomic_dir(target) as tmp:
         for path in folder.iterdir():
             if path.is_file():
                 shutil.copy2(path, tmp / path.name)
-        for name in spaces:
-            write_npy(tmp / f"codes_{name}.npy", new_codes[name])
+        for name, space_codes in codes.items():
+            write_npy(tmp / f"codes_{name}.npy", space_codes)
         write_parquet(tmp / "items.parquet", merged)
         _write_csv(tmp / ID_TABLE, table)
         history.append(
             {
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "assigned": accepted["item_id"].to_list(),
-                "rejected": new_items.filter(~pl.Series(ok))["item_id"].to_list(),
+                "assigned": assigned,
+                "rejected": rejected,
             }
         )
         write_json(tmp / ASSIGN_LOG, history)
-    run_table = folder.parent / ID_TABLE
-    if out_dir is None and folder.name == "model" and run_table.exists():
-        _write_csv(run_table, table)  # keep the run's ID table in step with its model
-    assigned = pl.DataFrame(
-        {"item_id": accepted["item_id"], "title": accepted["title"]}
-        | {
-            name: [vocab.id_string(name, row.tolist()) for row in per_space[name].codes[ok]]
-            for name in spaces
-        }
-    )
-    rejected = pl.DataFrame(
+
+
+def _rejected(
+    new_items: pl.DataFrame, per_space: Mapping[str, SpaceAssignment], ok: np.ndarray
+) -> pl.DataFrame:
+    """``item_id``, ``title`` and the reasons (per space) of the items given no ID."""
+    reasons = [
+        "; ".join(f"{name}: {a.reasons[i]}" for name, a in per_space.items() if a.reasons[i])
+        for i in range(new_items.height)
+    ]
+    return pl.DataFrame(
         {
             "item_id": new_items["item_id"].filter(~pl.Series(ok)),
             "title": new_items["title"].filter(~pl.Series(ok)),
@@ -326,7 +355,6 @@ def assign_items(
         },
         schema={"item_id": pl.Int64, "title": pl.String, "reason": pl.String},
     )
-    return Assignment(assigned, rejected, target)
 
 
 def id_table(items: pl.DataFrame, codes: Mapping[str, np.ndarray]) -> pl.DataFrame:
