@@ -174,7 +174,7 @@ def assign_codes(
         )
     disambiguate = prefixes.shape[1] == n_cols - 1
     width = prefixes.shape[1]
-    in_vocab = ((prefixes >= 0) & (prefixes < cards[:width])).all(axis=1)
+    in_vocab = np.asarray(((prefixes >= 0) & (prefixes < cards[:width])).all(axis=1))
     if disambiguate:
         codes = assign_ids(prefixes, True, existing)
         ok = in_vocab & (codes[:, -1] < cards[-1])
@@ -273,7 +273,7 @@ def assign_items(
         pl.Series("item_idx", np.arange(start, start + accepted.height), dtype=pl.Int32)
     )
     merged = pl.concat([items, additions], how="diagonal_relaxed").select(items.columns)
-    merged = merged.cast(dict(items.schema))
+    merged = merged.cast(items.schema)
     new_codes = {name: np.vstack([codes[name], a.codes[ok]]) for name, a in per_space.items()}
     target = Path(out_dir) if out_dir is not None else folder
     rejected_ids = new_items.filter(~pl.Series(ok))["item_id"].to_list()
@@ -361,7 +361,7 @@ def id_table(items: pl.DataFrame, codes: Mapping[str, np.ndarray]) -> pl.DataFra
     """item_id, title and the readable ID (``semantic_id``, or ``semantic_id_<space>``)."""
     from semid.quantizers import semantic_id_strings
 
-    columns = {"item_id": items["item_id"], "title": items["title"]}
+    columns: dict[str, Any] = {"item_id": items["item_id"], "title": items["title"]}
     for name, space_codes in codes.items():
         column = "semantic_id" if len(codes) == 1 else f"semantic_id_{name}"
         columns[column] = semantic_id_strings(space_codes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from semid.data.ambiguity import query_ambiguity
 from semid.data.config import DataConfig, QueryConfig
@@ -59,7 +60,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     """
     start = time.perf_counter()
     layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
-    options = {
+    options: dict[str, Any] = {
         "rating_threshold": cfg.rating_threshold,
         "max_items": cfg.max_items,
         "max_users": cfg.max_users,

@@ -81,7 +81,7 @@ def _as_list(value: Any) -> list[str]:
 
 def default_prompt_path() -> Path:
     """The shipped prompt template, ``semid/prompts/paper_queries.txt``."""
-    return Path(str(resources.files("semid").joinpath("prompts", "paper_queries.txt")))
+    return Path(str(resources.files("semid") / "prompts" / "paper_queries.txt"))
 
 
 def read_prompt(path: Path | None = None) -> str:

@@ -220,7 +220,7 @@ def check_columns(
 def parse_text(
     frame: pl.DataFrame,
     name: str,
-    dtype: pl.DataType,
+    dtype: pl.DataType | type[pl.DataType],
     problem: str,
     source: Source,
     log_: ProblemLog,
@@ -336,7 +336,7 @@ def parse_datetimes(text: pl.Series) -> pl.Series:
             parsed = text.filter(todo).str.to_datetime(format=fmt, strict=False, time_unit="us")
         except pl.exceptions.PolarsError:
             continue
-        if parsed.dtype.time_zone is not None:  # type: ignore[union-attr]
+        if parsed.dtype.time_zone is not None:
             parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
         out = out.scatter(todo.arg_true(), parsed.dt.epoch("s"))
     return out

@@ -297,7 +297,8 @@ class TemplateQueryGenerator:
         words = [_SHORT.get(g, _GENRES[g][0]) if g in _GENRES else g.lower() for g in genres]
         title = (title or "").strip()
         catalogue = self._catalogue
-        templates, title_templates = _TEMPLATES, _TITLE_TEMPLATES
+        templates: tuple[str, ...] = _TEMPLATES
+        title_templates: tuple[str, ...] = _TITLE_TEMPLATES
         if catalogue is not None:
             title_templates = _TITLE_TEMPLATES + _SPECIFIC_TITLE_TEMPLATES
             templates = self._specific_templates(catalogue, year, genres, tags)
@@ -349,7 +350,7 @@ class TemplateQueryGenerator:
         """The templates that can single out this item: those whose slots, filled with every
         attribute of the item they can state, match few enough items (a necessary condition;
         each filled query is checked again)."""
-        every: dict[str, Constraint] = {}
+        every: dict[tuple[bool, ...], Constraint] = {}
         keep = []
         for template in _TEMPLATES + _SPECIFIC_TEMPLATES:
             shape = _TEMPLATE_SHAPES[template]

@@ -7,6 +7,7 @@ Items absent from every training sequence get a zero vector under ALS.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,8 +101,8 @@ class ImplicitMF(CollaborativeEmbedder):
                     random_state=self.random_state,
                 )
 
-                def record(iteration, elapsed, loss):
-                    self.loss_curve_.append(round(float(loss), 6))
+                def record(*progress: Any) -> None:  # (iteration, elapsed, loss)
+                    self.loss_curve_.append(round(float(progress[2]), 6))
             else:
                 estimator = BayesianPersonalizedRanking(
                     factors=max(1, self.dim - 1),
@@ -111,8 +112,8 @@ class ImplicitMF(CollaborativeEmbedder):
                     random_state=self.random_state,
                 )
 
-                def record(epoch, elapsed, correct, skipped):
-                    self.loss_curve_.append(round(float(correct) / max(matrix.nnz, 1), 6))
+                def record(*progress: Any) -> None:  # (epoch, elapsed, correct, skipped)
+                    self.loss_curve_.append(round(float(progress[2]) / max(matrix.nnz, 1), 6))
 
             estimator.fit(matrix, show_progress=self.progress, callback=record)
         return estimator.user_factors, estimator.item_factors

@@ -101,7 +101,7 @@ def mpnet_parts() -> list[Path]:
         found = [f for f in dist.files or [] if str(f).endswith(suffix)]
         if not found:
             raise ConfigError(f"embedding.encoder=mpnet: package {package} has no *{suffix} file")
-        parts.append(Path(dist.locate_file(found[0])))
+        parts.append(Path(str(dist.locate_file(found[0]))))
     return parts
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -251,7 +252,7 @@ class ContrastiveTuner:
         bar = tqdm(range(total), desc="fine-tuning encoder", disable=not self.progress)
         for step in bar:
             record: dict[str, float] = {"step": step + 1}
-            objective = 0.0
+            objective: Any = 0.0
             for k, (pairs, loss_fn) in enumerate(zip(pair_sets, losses, strict=True)):
                 idx = next_batch(k)
                 anchors = [pairs.anchors[i] for i in idx]

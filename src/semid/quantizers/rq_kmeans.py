@@ -192,9 +192,10 @@ class RQKMeans(BaseQuantizer):
         X = check_input_dim(X, self.dim_)
         if self.backend == "faiss-rq":
             index = faiss.deserialize_index(self.faiss_index_)
-            packed = index.rq.compute_codes(X)
+            packed = index.rq.compute_codes(X)  # type: ignore[attr-defined]  # faiss stub: Index
             nbits = int(math.log2(self.codebook_size))
-            return faiss.unpack_bitstrings(packed, [nbits] * self.n_levels).astype(np.int64)
+            widths = np.full(self.n_levels, nbits, dtype=np.int32)
+            return faiss.unpack_bitstrings(packed, widths).astype(np.int64)
         residual = X.copy()
         codes = np.empty((X.shape[0], self.n_levels), dtype=np.int64)
         for level in range(self.n_levels):

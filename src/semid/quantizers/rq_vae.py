@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations_with_replacement
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,6 +102,9 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 class ResidualAutoencoder(nn.Module):
     """Encoder MLP, a vector-quantize-pytorch residual quantizer, decoder MLP."""
+
+    # The library's quantizers are typed as plain modules; their methods are looked up at run time.
+    quantizer: Any
 
     def __init__(self, encoder: nn.Module, quantizer: nn.Module, decoder: nn.Module, kind: str):
         super().__init__()
@@ -401,7 +405,7 @@ commitment_weight, rotation_trick, use_cosine_sim
             if step >= total:
                 break
             order = torch.randperm(n, generator=generator)
-            sums = {"loss": 0.0, "recon_loss": 0.0, "quantizer_loss": 0.0}
+            sums: dict[str, float] = {"loss": 0.0, "recon_loss": 0.0, "quantizer_loss": 0.0}
             counts = np.zeros((self.n_levels, self.level_sizes_[0]), dtype=np.int64)
             batches = 0
             for start in range(0, n, self.batch_size):
@@ -428,7 +432,7 @@ commitment_weight, rotation_trick, use_cosine_sim
                 bar.update(1)
             if batches == 0:
                 break
-            entry = {"epoch": epoch + 1, "step": step}
+            entry: dict[str, Any] = {"epoch": epoch + 1, "step": step}
             entry.update({k: round(v / batches, 6) for k, v in sums.items()})
             entry["perplexity"] = [round(_perplexity(c), 3) for c in counts]
             entry["codes_used"] = [int((c > 0).sum()) for c in counts]

@@ -81,7 +81,7 @@ def head_torso(study: Study, k: int, share: float) -> HeadTorso:
                     target_share.append(n_head / max(frame.height, 1))
             if not per_seed:
                 continue
-            row = {"group": group, "method": method, "seeds": sorted(per_seed)}
+            row: dict[str, Any] = {"group": group, "method": method, "seeds": sorted(per_seed)}
             for part in ("head", "torso"):
                 row[part] = mean_std([v[part][0] for v in per_seed.values()])
                 row[f"n_{part}"] = float(np.mean([v[part][1] for v in per_seed.values()]))

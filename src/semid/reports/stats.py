@@ -66,15 +66,15 @@ BOOTSTRAP_RESAMPLES = 10_000
 
 def paired_ttest(a: Sequence[float], b: Sequence[float], kind: str) -> PairedTest:
     """``scipy.stats.ttest_rel(a, b)``; NaN statistic and p-value when every pair is equal."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    if len(a) < 2:
-        return PairedTest("none", len(a), float("nan"), float("nan"), float("nan"))
-    diff = a - b
-    seeds = len(a) if kind == "seeds" else 0
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if len(x) < 2:
+        return PairedTest("none", len(x), float("nan"), float("nan"), float("nan"))
+    diff = x - y
+    seeds = len(x) if kind == "seeds" else 0
     if np.all(diff == diff[0]):  # zero variance: the t statistic is undefined
         return PairedTest(kind, len(a), float(diff.mean()), float("nan"), float("nan"), seeds)
-    result = stats.ttest_rel(a, b)
+    result = stats.ttest_rel(x, y)
     ci = result.confidence_interval(0.95)
     return PairedTest(
         kind,
@@ -88,8 +88,8 @@ def paired_ttest(a: Sequence[float], b: Sequence[float], kind: str) -> PairedTes
 
 
 def paired_bootstrap(
-    row: Sequence[Sequence[float]],
-    base: Sequence[Sequence[float]],
+    row: Sequence[Sequence[float] | np.ndarray],
+    base: Sequence[Sequence[float] | np.ndarray],
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> PairedTest:
@@ -174,19 +174,21 @@ def compare_to_baseline(
         ``[seeds t-test, bootstrap]`` with >= 3 common seeds (the bootstrap only when the
         inputs pair), ``[bootstrap]`` with fewer, ``[NO_TEST]`` when neither applies.
     """
-    common = [s for s in row if s in base]
-    pairable = bool(common) and all(
-        row[s] is not None
-        and base[s] is not None
-        and row[s].height == base[s].height
-        and row[s].select("input", "target").equals(base[s].select("input", "target"))
-        for s in common
+    pairs = [(row[s], base[s]) for s in row if s in base]
+    present = [(r, b) for r, b in pairs if r is not None and b is not None]
+    pairable = (
+        bool(pairs)
+        and len(present) == len(pairs)
+        and all(
+            r.height == b.height and r.select("input", "target").equals(b.select("input", "target"))
+            for r, b in present
+        )
     )
     bootstrap = None
     if pairable:
         bootstrap = paired_bootstrap(
-            [hits_at_k(row[s]["rank"].to_numpy(), k) for s in common],
-            [hits_at_k(base[s]["rank"].to_numpy(), k) for s in common],
+            [hits_at_k(r["rank"].to_numpy(), k) for r, _ in present],
+            [hits_at_k(b["rank"].to_numpy(), k) for _, b in present],
             n_resamples,
         )
     seeds = [

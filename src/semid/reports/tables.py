@@ -264,18 +264,18 @@ def reference_table(study: Study, k: int) -> str:
     )
     body = []
     for method in methods:
-        per_group = {}
+        per_group: dict[str, tuple] = {}
         for group, cells in groups.items():
-            key = []
+            key: list[tuple[tuple[str, float], ...]] = []
             for task in TASKS:
                 for m in ("recall", "ndcg"):
                     vals = cell_values(cells, method, task, f"{m}@{k}")
                     key.append(tuple(sorted(vals.items())))
             if any(any(not math.isnan(v) for _, v in part) for part in key):
                 per_group[group] = tuple(key)
-        for label, key in collapse_identical(study, per_group):
-            cells_text = [fmt_mean_std(*mean_std([v for _, v in part])) for part in key]
-            body.append([method, label, str(len(key[0]))] + cells_text)
+        for label, merged in collapse_identical(study, per_group):
+            cells_text = [fmt_mean_std(*mean_std([v for _, v in part])) for part in merged]
+            body.append([method, label, str(len(merged[0]))] + cells_text)
     if not body:
         return "No reference points in these runs."
     header = [
