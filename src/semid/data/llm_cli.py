@@ -40,119 +40,143 @@ def _read_llm_config(path: Path | None) -> dict[str, Any]:
     return data.get("llm", data) if isinstance(data.get("llm"), dict) else data
 
 
+_OutOpt = Annotated[Path, typer.Option("--out", "-o", help="JSONL query file to write.")]
+_LlmOpt = Annotated[
+    bool,
+    typer.Option(
+        "--llm",
+        help="Ask an OpenAI-compatible LLM endpoint (required; offline queries: "
+        "`semid queries template`).",
+    ),
+]
+_DatasetOpt = Annotated[
+    str, typer.Option(help="Dataset name, or a folder of the catalogue's files.")
+]
+_PathOpt = Annotated[Path | None, typer.Option(help="Folder of the dataset's files.")]
+_MaxItemsOpt = Annotated[int | None, typer.Option(help="Only the N most interacted items.")]
+_MaxTagsOpt = Annotated[int, typer.Option(help="Most frequent tags shown to the model.")]
+_LimitOpt = Annotated[
+    int | None, typer.Option(help="Only the first N items (try a prompt or model cheaply).")
+]
+_SeedOpt = Annotated[int, typer.Option(help="Seed of the random split.")]
+_BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="API root, e.g. https://api.openai.com/v1 (env: SEMID_LLM_BASE_URL).",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Model name, e.g. gemini-2.0-flash (env: SEMID_LLM_MODEL).", rich_help_panel=_LLM_PANEL
+    ),
+]
+_ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="API key; better set SEMID_LLM_API_KEY or OPENAI_API_KEY in the environment.",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_LlmConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="YAML file of LLM settings (base_url, model, concurrency, timeout, ...); "
+        "options given here win over it, it wins over the environment.",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_PromptOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Prompt template file ($title $year $genres $tags $description $n_queries); "
+        "default: the shipped paper prompt.",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_NQueriesOpt = Annotated[
+    int,
+    typer.Option(
+        help="Original queries per item; as many paraphrases come with them.",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_SplitOpt = Annotated[
+    str,
+    typer.Option(
+        help="paraphrase: train = originals, test = paraphrases (the paper); random: a seeded "
+        "random half of each item's queries is test.",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_TemperatureOpt = Annotated[
+    float | None,
+    typer.Option(help="Sampling temperature (default 0.7).", rich_help_panel=_LLM_PANEL),
+]
+_JsonModeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--json-mode/--no-json-mode",
+        help="Send response_format=json_object (default on; dropped if rejected).",
+        rich_help_panel=_LLM_PANEL,
+    ),
+]
+_ConcurrencyOpt = Annotated[
+    int | None, typer.Option(help="Requests in flight (default 8).", rich_help_panel=_RUN_PANEL)
+]
+_TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(help="Request timeout in seconds (default 60).", rich_help_panel=_RUN_PANEL),
+]
+_MaxRetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Retries per request on timeouts, connection errors, 429, 5xx (default 6).",
+        rich_help_panel=_RUN_PANEL,
+    ),
+]
+_MaxReasksOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Times an invalid answer is sent back with its error (default 2).",
+        rich_help_panel=_RUN_PANEL,
+    ),
+]
+_CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Cache of finished items (default: OUT.cache.jsonl); rerun to resume.",
+        rich_help_panel=_RUN_PANEL,
+    ),
+]
+_ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL query file to write.")],
-    llm: Annotated[
-        bool,
-        typer.Option(
-            "--llm",
-            help="Ask an OpenAI-compatible LLM endpoint (required; offline queries: "
-            "`semid queries template`).",
-        ),
-    ] = False,
-    dataset: Annotated[
-        str, typer.Option(help="Dataset name, or a folder of the catalogue's files.")
-    ] = "ml-latest-small",
-    path: Annotated[Path | None, typer.Option(help="Folder of the dataset's files.")] = None,
-    max_items: Annotated[int | None, typer.Option(help="Only the N most interacted items.")] = None,
-    max_tags: Annotated[int, typer.Option(help="Most frequent tags shown to the model.")] = 5,
-    limit: Annotated[
-        int | None, typer.Option(help="Only the first N items (try a prompt or model cheaply).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 0,
-    base_url: Annotated[
-        str | None,
-        typer.Option(
-            help="API root, e.g. https://api.openai.com/v1 (env: SEMID_LLM_BASE_URL).",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Model name, e.g. gemini-2.0-flash (env: SEMID_LLM_MODEL).",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help="API key; better set SEMID_LLM_API_KEY or OPENAI_API_KEY in the environment.",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    llm_config: Annotated[
-        Path | None,
-        typer.Option(
-            help="YAML file of LLM settings (base_url, model, concurrency, timeout, ...); "
-            "options given here win over it, it wins over the environment.",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    prompt: Annotated[
-        Path | None,
-        typer.Option(
-            help="Prompt template file ($title $year $genres $tags $description $n_queries); "
-            "default: the shipped paper prompt.",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    n_queries: Annotated[
-        int,
-        typer.Option(
-            help="Original queries per item; as many paraphrases come with them.",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = 10,
-    split: Annotated[
-        str,
-        typer.Option(
-            help="paraphrase: train = originals, test = paraphrases (the paper); random: a seeded "
-            "random half of each item's queries is test.",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = "paraphrase",
-    temperature: Annotated[
-        float | None,
-        typer.Option(help="Sampling temperature (default 0.7).", rich_help_panel=_LLM_PANEL),
-    ] = None,
-    json_mode: Annotated[
-        bool | None,
-        typer.Option(
-            "--json-mode/--no-json-mode",
-            help="Send response_format=json_object (default on; dropped if rejected).",
-            rich_help_panel=_LLM_PANEL,
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(help="Requests in flight (default 8).", rich_help_panel=_RUN_PANEL)
-    ] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(help="Request timeout in seconds (default 60).", rich_help_panel=_RUN_PANEL),
-    ] = None,
-    max_retries: Annotated[
-        int | None,
-        typer.Option(
-            help="Retries per request on timeouts, connection errors, 429, 5xx (default 6).",
-            rich_help_panel=_RUN_PANEL,
-        ),
-    ] = None,
-    max_reasks: Annotated[
-        int | None,
-        typer.Option(
-            help="Times an invalid answer is sent back with its error (default 2).",
-            rich_help_panel=_RUN_PANEL,
-        ),
-    ] = None,
-    cache: Annotated[
-        Path | None,
-        typer.Option(
-            help="Cache of finished items (default: OUT.cache.jsonl); rerun to resume.",
-            rich_help_panel=_RUN_PANEL,
-        ),
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    out: _OutOpt,
+    llm: _LlmOpt = False,
+    dataset: _DatasetOpt = "ml-latest-small",
+    path: _PathOpt = None,
+    max_items: _MaxItemsOpt = None,
+    max_tags: _MaxTagsOpt = 5,
+    limit: _LimitOpt = None,
+    seed: _SeedOpt = 0,
+    base_url: _BaseUrlOpt = None,
+    model: _ModelOpt = None,
+    api_key: _ApiKeyOpt = None,
+    llm_config: _LlmConfigOpt = None,
+    prompt: _PromptOpt = None,
+    n_queries: _NQueriesOpt = 10,
+    split: _SplitOpt = "paraphrase",
+    temperature: _TemperatureOpt = None,
+    json_mode: _JsonModeOpt = None,
+    concurrency: _ConcurrencyOpt = None,
+    timeout: _TimeoutOpt = None,
+    max_retries: _MaxRetriesOpt = None,
+    max_reasks: _MaxReasksOpt = None,
+    cache: _CacheOpt = None,
+    progress: _ProgressOpt = True,
 ) -> None:
     """Write a search-query file with an LLM: {"query", "movieId", "group", "split"} per line.
 
