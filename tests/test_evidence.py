@@ -269,3 +269,9 @@ def test_page_states_measured_settings(study_dir, tmp_path):
     assert "(paper-table3 grid not run)" in text
     # the defaults' epochs and optimizer come from the rq-vae-defaults cell's config
     assert "trained 20 epochs with `adam`" in text
+    # verdict sentences, hand computed: rq-kmeans 0.6, defaults 0.2, tuned 0.5 on search
+    assert "- **search, content space, with the token**: defaults search 0.2000 vs 0.6000 " in text
+    assert "(difference -0.4000, p = " in text and "tuned search 0.5000 vs 0.6000 " in text
+    assert "the tuned recipe closes 75% of the search gap" in text
+    # rec: defaults 0.2 vs 0.4, tuned 0.4 = rq-kmeans: the whole gap closed
+    assert "the tuned recipe closes 100% of the rec gap" in text
