@@ -215,10 +215,16 @@ def test_shipped_grids_expand_for_every_preset():
                 if path.stem.startswith("paper-"):
                     assert {c.config.quantizer.levels for c in grid.cells} == {2}, path
                     assert {c.config.quantizer.codebook_size for c in grid.cells} == {256}, path
-                assert len({c.config.seed for c in grid.cells}) == 5, path
+                # five seeds: run seeds, or training seeds (quantizer + generator) on one split
+                seeds = {
+                    (c.config.seed, c.config.train.seed, c.config.quantizer.seed)
+                    for c in grid.cells
+                }
+                assert len(seeds) == 5, path
                 assert all(c.config.queries.per_item == 20 for c in grid.cells), path
             else:
-                assert len(grid.cells) <= 16, (path, len(grid.cells))
+                # a cpu preset fits a few hours here: <= 18 cells (the study: 6 rows x 3 seeds)
+                assert len(grid.cells) <= 18, (path, len(grid.cells))
 
 
 def test_rq_vae_study_ablations_are_one_knob_from_defaults():

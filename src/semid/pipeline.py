@@ -79,6 +79,11 @@ def generator_seed(cfg: RunConfig) -> int:
     return cfg.seed if cfg.train.seed is None else cfg.train.seed
 
 
+def quantizer_seed(cfg: RunConfig) -> int:
+    """The quantizer's seed: ``quantizer.seed`` when set, else the run seed."""
+    return cfg.seed if cfg.quantizer.seed is None else cfg.quantizer.seed
+
+
 @dataclass
 class PipelineState:
     """Stage results of a run, filled as the pipeline advances."""
@@ -179,10 +184,11 @@ def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
 
 def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
+    seed = quantizer_seed(cfg)
     material = {
         "embeddings": state.stages["embeddings"].key,
-        "quantizer": cfg.quantizer.model_dump(mode="json"),
-        "seed": cfg.seed,
+        "quantizer": cfg.quantizer.model_dump(mode="json", exclude={"seed"}),
+        "seed": seed,
     }
 
     def build(out: Path) -> dict:
@@ -192,7 +198,7 @@ def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
             cfg.quantizer,
             artifact.spaces,
             out,
-            cfg.seed,
+            seed,
             item_titles=items["title"].to_list(),
             item_ids=items["item_id"].to_numpy(),
         )

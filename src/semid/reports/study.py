@@ -45,7 +45,7 @@ from semid.runs import DONE_FILE, STAGES
 GENERATIVE = "generative"
 TASKS = ("search", "rec")
 # Config keys that only reseed training: rows average over them (see ``load_study``).
-SEED_AXES = ("seed", "train.seed")
+SEED_AXES = ("seed", "train.seed", "quantizer.seed")
 REFERENCE_ORDER = ["dense", "dense-user", "bm25", "sasrec", "popularity", "popularity-unseen"]
 # Diagnostics shown first (substring of the flattened key, in this order of priority).
 PREFERRED_DIAGNOSTICS = (
