@@ -94,3 +94,13 @@ def test_tradeoff_figure_writes_a_png(tmp_path):
     path = tradeoff_figure(points, tmp_path / "fig.png", 30, {"dense": (0.9, None)})
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_rewrite_run_report_names_what_is_missing(tmp_path):
+    from semid.errors import ConfigError
+    from semid.reports.report import rewrite_run_report
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"not a finished semid run \(metrics.json missing\)"):
+        rewrite_run_report(tmp_path)

@@ -648,16 +648,7 @@ def finalize_run(state: PipelineState) -> None:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(state.path("model"), model_dir, ignore=shutil.ignore_patterns("_stage.json"))
-    tokens = {}
-    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
-        read = (
-            state.run.manifest["stages"].get(stage, {}).get("facts", {}).get("search_tokens_read")
-        )
-        if read:
-            tokens[method] = read
-    if "bm25" in metrics:
-        tokens["bm25"] = "all"
-    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"), tokens)
+    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"))
 
 
 def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:

@@ -165,8 +165,8 @@ def strata_section(
         )
     for stratum, values in STRATA.items():
         rows = table.filter(pl.col("stratum") == stratum)
-        if not rows.height:
-            continue
+        if not rows.height or (stratum == "bucket" and rows["value"].n_unique() <= 2):
+            continue  # buckets of one other size only: the code table says it all
         lines = [
             f"R@{k} by {STRATA_TITLES[stratum]} (inputs in brackets)\n",
             "| set | method | " + " | ".join(values) + " |",
@@ -206,6 +206,35 @@ def diagnostics_section(ids_path: Path | None) -> str:
     return "\n".join(parts)
 
 
+def tokens_read(manifest: dict, metrics: dict) -> dict:
+    """Input tokens each search method reads, as the stages recorded them."""
+    tokens: dict = {}
+    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
+        read = manifest.get("stages", {}).get(stage, {}).get("facts", {}).get("search_tokens_read")
+        if read:
+            tokens[method] = read
+    if "bm25" in metrics:
+        tokens["bm25"] = "all"
+    return tokens
+
+
+def rewrite_run_report(run_dir: Path) -> Path:
+    """Write ``report.md`` again from what a finished run directory holds (config, manifest,
+    metrics, predictions), e.g. after the report's code changed; nothing is recomputed."""
+    from semid.errors import ConfigError
+    from semid.io import read_json
+
+    run_dir = Path(run_dir)
+    for required in ("config.json", "manifest.json", "metrics.json"):
+        if not (run_dir / required).exists():
+            raise ConfigError(f"{run_dir}: not a finished semid run ({required} missing)")
+    manifest = read_json(run_dir / "manifest.json")
+    cfg = RunConfig.model_validate(read_json(run_dir / "config.json"))
+    ids = manifest.get("stages", {}).get("ids", {}).get("path")
+    metrics = read_json(run_dir / "metrics.json")
+    return write_run_report(run_dir, cfg, manifest, metrics, Path(ids) if ids else None)
+
+
 def _item_titles(manifest: dict) -> list[str] | None:
     import polars as pl
 
@@ -224,8 +253,12 @@ def write_run_report(
     ids_path: Path | None,
     tokens: dict[str, int] | None = None,
 ) -> Path:
-    """Write ``report.md`` in the run directory and return its path."""
+    """Write ``report.md`` in the run directory and return its path.
+
+    ``tokens``: input tokens each search method reads (default: from the manifest's facts).
+    """
     model_facts = manifest.get("stages", {}).get("model", {}).get("facts", {})
+    tokens = tokens if tokens is not None else tokens_read(manifest, metrics)
     q = cfg.quantizer
     text = [
         f"# semid run `{Path(run_dir).name}`\n",
