@@ -79,6 +79,11 @@ def generator_seed(cfg: RunConfig) -> int:
     return cfg.seed if cfg.train.seed is None else cfg.train.seed
 
 
+def quantizer_seed(cfg: RunConfig) -> int:
+    """The quantizer's seed: ``quantizer.seed`` when set, else the run seed."""
+    return cfg.seed if cfg.quantizer.seed is None else cfg.quantizer.seed
+
+
 @dataclass
 class PipelineState:
     """Stage results of a run, filled as the pipeline advances."""
@@ -179,10 +184,11 @@ def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
 
 def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
+    seed = quantizer_seed(cfg)
     material = {
         "embeddings": state.stages["embeddings"].key,
-        "quantizer": cfg.quantizer.model_dump(mode="json"),
-        "seed": cfg.seed,
+        "quantizer": cfg.quantizer.model_dump(mode="json", exclude={"seed"}),
+        "seed": seed,
     }
 
     def build(out: Path) -> dict:
@@ -192,7 +198,7 @@ def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
             cfg.quantizer,
             artifact.spaces,
             out,
-            cfg.seed,
+            seed,
             item_titles=items["title"].to_list(),
             item_ids=items["item_id"].to_numpy(),
         )
@@ -642,16 +648,7 @@ def finalize_run(state: PipelineState) -> None:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(state.path("model"), model_dir, ignore=shutil.ignore_patterns("_stage.json"))
-    tokens = {}
-    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
-        read = (
-            state.run.manifest["stages"].get(stage, {}).get("facts", {}).get("search_tokens_read")
-        )
-        if read:
-            tokens[method] = read
-    if "bm25" in metrics:
-        tokens["bm25"] = "all"
-    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"), tokens)
+    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"))
 
 
 def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:

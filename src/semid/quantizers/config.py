@@ -248,6 +248,11 @@ class QuantizerConfig(BaseModel):
     dictionary: DictionaryConfig = Field(
         default_factory=DictionaryConfig, description="dictionary settings."
     )
+    seed: int | None = Field(
+        None,
+        description="Seed of the quantizer's training (None: the run seed). With `train.seed`"
+        " it varies the training seeds while the splits (run seed) stay fixed.",
+    )
 
     @field_validator("name")
     @classmethod
