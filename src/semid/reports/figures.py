@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,11 @@ def tradeoff_figure(
             label=f"{point.label} ({point.seeds} seed{'s' if point.seeds != 1 else ''})",
         )
     for i, (name, (search, rec)) in enumerate((references or {}).items()):
-        style = {"color": f"C{(len(points) + i) % 10}", "linestyle": "--", "linewidth": 1}
+        style: dict[str, Any] = {
+            "color": f"C{(len(points) + i) % 10}",
+            "linestyle": "--",
+            "linewidth": 1,
+        }
         if search is not None:
             ax.axvline(search, **style, label=f"{name} search")
         if rec is not None:
