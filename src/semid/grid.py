@@ -52,7 +52,7 @@ from semid.config import RunConfig, deep_merge, parse_override, preset_dict, val
 from semid.errors import ConfigError, SemidError
 from semid.io import read_json, stable_hash, write_json, write_parquet
 from semid.runs import DONE_FILE as STAGE_DONE_FILE
-from semid.runs import StageResult
+from semid.runs import StageResult, stage_folder, stage_kind
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,7 @@ class _KeyRecorder:
     def stage(self, name: str, key_material: dict, build: Callable, force: bool = False):
         key = stable_hash(key_material)
         self.keys[name] = key
-        return StageResult(name, key, self.cache_dir / name / key, False, 0.0, None)
+        return StageResult(name, key, stage_folder(self.cache_dir, name, key), False, 0.0, None)
 
 
 def pipeline_stage_keys(cfg: RunConfig) -> dict[str, str]:
@@ -431,19 +431,23 @@ def order_cells(cells: list[Cell], keys: dict[str, dict[str, str]]) -> list[Cell
     first_seen: dict[tuple[str, str], int] = {}
     for cell in cells:
         for stage, key in keys[cell.name].items():
-            first_seen.setdefault((stage, key), len(first_seen))
+            first_seen.setdefault((stage_kind(stage), key), len(first_seen))
     return sorted(
         cells,
-        key=lambda c: tuple(first_seen[(s, k)] for s, k in keys[c.name].items()),
+        key=lambda c: tuple(first_seen[(stage_kind(s), k)] for s, k in keys[c.name].items()),
     )
 
 
 def pending_stages(keys: dict[str, str], cache_dir: Path) -> set[tuple[str, str]]:
-    """The stages of a cell that are not finished in the cache yet."""
+    """The stage folders (kind, key) of a cell that are not finished in the cache yet.
+
+    Folders, not stage names: a composite space's ``embeddings/search`` and a search cell's
+    ``embeddings`` with the same key are one folder, built once.
+    """
     return {
-        (stage, key)
+        (stage_kind(stage), key)
         for stage, key in keys.items()
-        if not (cache_dir / stage / key / STAGE_DONE_FILE).exists()
+        if not (stage_folder(cache_dir, stage, key) / STAGE_DONE_FILE).exists()
     }
 
 
@@ -457,7 +461,9 @@ def stage_sharing(
         stages += [s for s in cell_keys if s not in stages]
     for stage in stages:
         distinct = {k[stage] for k in keys.values() if stage in k}
-        cached = sum((Path(cache_dir) / stage / key / STAGE_DONE_FILE).exists() for key in distinct)
+        cached = sum(
+            (stage_folder(cache_dir, stage, key) / STAGE_DONE_FILE).exists() for key in distinct
+        )
         out[stage] = (sum(stage in k for k in keys.values()), len(distinct), cached)
     return out
 

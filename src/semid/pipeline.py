@@ -24,6 +24,7 @@ from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
 from semid.embeddings import build_embeddings, load_embeddings
 from semid.embeddings.config import EmbeddingConfig
+from semid.embeddings.spaces import SPACES
 from semid.errors import ConfigError
 from semid.evaluation.evaluate import EvalInputs, eval_inputs, score, score_sets
 from semid.evaluation.reference import knn
@@ -135,26 +136,18 @@ def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("splits", material, build, force)
 
 
-# Spaces assembled from the search and rec spaces: those are built (or reused) as embedding
-# stages of their own first, so a grid that also has the search or rec cell trains them once.
-COMPOSITE_SPACES = {
-    "separate": ("search", "rec"),
-    "fused-concat": ("search", "rec"),
-    "fused-svd": ("search", "rec"),
-}
-
-
 def _embedding_material(state: PipelineState, emb: EmbeddingConfig) -> dict:
     return {
         "splits": state.stages["splits"].key,
         "embedding": emb.model_dump(mode="json"),
         # content embeddings train nothing: every seed shares them
-        "seed": None if emb.space == "content" else state.cfg.seed,
+        "seed": state.cfg.seed if SPACES.get(emb.space).seeded else None,
     }
 
 
 def _embedding_stage(
     state: PipelineState,
+    name: str,
     emb: EmbeddingConfig,
     force: bool,
     components: dict[str, Path] | None = None,
@@ -164,17 +157,21 @@ def _embedding_stage(
         splits = Splits.load(state.path("splits"))
         return build_embeddings(emb, dataset, splits, out, state.cfg.seed, components)
 
-    return state.run.stage("embeddings", _embedding_material(state, emb), build, force)
+    return state.run.stage(name, _embedding_material(state, emb), build, force)
 
 
 def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
+    """The run's embedding space; a composite one builds (or reuses) its component spaces
+    first, each as a stage of its own (``embeddings/search``, ``embeddings/rec``), so a grid
+    that also has the search or rec cell trains them once."""
     emb = state.cfg.embedding
     components: dict[str, Path] = {}
     if force or not state.run.is_cached("embeddings", _embedding_material(state, emb)):
-        for part in COMPOSITE_SPACES.get(emb.space, ()):
+        for part in SPACES.get(emb.space).components:
             part_cfg = emb.model_copy(update={"space": part})
-            components[part] = _embedding_stage(state, part_cfg, force).path
-    return _embedding_stage(state, emb, force, components)
+            name = f"embeddings/{part}"
+            components[part] = _embedding_stage(state, name, part_cfg, force).path
+    return _embedding_stage(state, "embeddings", emb, force, components)
 
 
 def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
@@ -272,17 +269,19 @@ def text_encoder_name(cfg: RunConfig) -> str | None:
     """The text-t5 encoder's name when it is a named (shipped) one, else None."""
     if cfg.model.text_encoder:
         return cfg.model.text_encoder
-    if cfg.embedding.space == "content":
+    text_encoder = SPACES.get(cfg.embedding.space).text_encoder
+    if text_encoder == "named":
         return cfg.embedding.encoder
-    return "minilm" if cfg.embedding.space == "rec" else None
+    return "minilm" if text_encoder == "none" else None
 
 
 def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult:
     """Sentence vectors of the generator's training texts (text-t5): computed once, shared by
     every generator trained on the same texts with the same encoder (seeds, sizes, recipes)."""
     cfg = state.cfg
+    no_encoder = SPACES.get(cfg.embedding.space).text_encoder == "none"
     encoder = cfg.model.text_encoder or (
-        "minilm" if cfg.embedding.space == "rec" else state.stages["embeddings"].key
+        "minilm" if no_encoder else state.stages["embeddings"].key
     )
     material = {
         "data": state.stages["data"].key,
