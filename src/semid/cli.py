@@ -18,7 +18,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from semid.embeddings.spaces import SPACES
 from semid.errors import SemidError
+from semid.quantizers.registry import QUANTIZERS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -40,6 +42,14 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override KEY=VALUE, e.g. train.epochs=5 (repeatable)."),
 ]
+PluginOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin",
+        help="Python module or .py file that registers components (quantizers, embedding "
+        "spaces, ...), imported before the config is read; recorded in the run (repeatable).",
+    ),
+]
 
 
 @app.callback()
@@ -59,6 +69,7 @@ def _config(
     config: Path | None,
     overrides: list[str] | None,
     shortcuts: dict[str, object],
+    plugins: list[str] | None = None,
 ):
     from semid.config import load_config
 
@@ -66,7 +77,7 @@ def _config(
     for key, value in shortcuts.items():
         if value is not None:
             sets.insert(0, f"{key}={value}")
-    return load_config(preset, config, sets)
+    return load_config(preset, config, sets, plugins)
 
 
 @app.command()
@@ -75,13 +86,11 @@ def run(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     embedding: Annotated[
-        str | None,
-        typer.Option(
-            help="Embedding space: content, search, rec, separate, fused-concat, "
-            "fused-svd, multitask."
-        ),
+        str | None, typer.Option(help=f"Embedding space: {SPACES.choices()}.")
     ] = None,
-    quantizer: Annotated[str | None, typer.Option(help="Quantizer name (see `semid ids`).")] = None,
+    quantizer: Annotated[
+        str | None, typer.Option(help=f"Quantizer: {QUANTIZERS.choices()} (`semid ids list`).")
+    ] = None,
     encoder: Annotated[str | None, typer.Option(help="minilm, mpnet or a model folder.")] = None,
     queries: Annotated[
         Path | None, typer.Option(help='JSONL query file {"query", "movieId"} to use.')
@@ -102,6 +111,7 @@ def run(
             "model, evaluate, reference, baselines)."
         ),
     ] = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Run the whole pipeline (or resume it) and write a run directory with its report."""
     from semid.pipeline import run_pipeline
@@ -116,7 +126,7 @@ def run(
     if queries is not None:
         shortcuts["queries.source"] = "file"
         shortcuts["queries.file"] = str(queries)
-    cfg = _config(preset, config, overrides, shortcuts)
+    cfg = _config(preset, config, overrides, shortcuts, plugin)
     run_dir = run_pipeline(cfg, runs_dir, cache_dir, set(force or []), until)
     report = run_dir / "report.md"
     if report.exists():
@@ -132,11 +142,13 @@ def train(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    plugin: PluginOpt = None,
 ) -> None:
     """Train (or reuse) the generative model: the run's stages up to `model`."""
     from semid.pipeline import run_pipeline
 
-    run_dir = run_pipeline(_config(preset, config, overrides, {}), runs_dir, until="model")
+    cfg = _config(preset, config, overrides, {}, plugin)
+    run_dir = run_pipeline(cfg, runs_dir, until="model")
     console.print(f"model: {_stage_path(run_dir, 'model')}")
 
 
@@ -283,11 +295,12 @@ def grid(
     write_report: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the study report at the end.")
     ] = True,
+    plugin: PluginOpt = None,
 ) -> None:
     """Run every cell of a grid (axes x values), resuming finished cells and shared stages."""
     from semid.grid import load_grid, print_plan, run_grid
 
-    spec = load_grid(grid_file, preset, overrides)
+    spec = load_grid(grid_file, preset, overrides, plugin)
     out = runs_dir or Path("results") / (f"{spec.name}-{preset}" if preset else spec.name)
     cache = cache_dir or out / ".cache"
     if dry_run:

@@ -15,8 +15,10 @@ combination of axis values is a *cell*::
         defaults: {}
         no-disambiguation: {quantizer.disambiguation: false}
       seed: [0, 1, 2]
+      # quantizer.name: all                     # every registered quantizer (plugins too)
     baseline: {embedding.space: content}         # the row paired tests compare against
     group_over: seed                             # the axis reports average over
+    plugins: [my_quantizer.py]                   # imported first, here and in every worker
 
 Cells are named by their axis labels (``search__2x256__defaults__s0``). Every cell runs the
 ordinary pipeline into ``RESULTS_DIR/<cell>/`` with one stage cache for all, so cells that agree
@@ -48,9 +50,17 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel
 
-from semid.config import RunConfig, deep_merge, parse_override, preset_dict, validate_config
+from semid.config import (
+    RunConfig,
+    deep_merge,
+    parse_override,
+    preset_dict,
+    validate_config,
+    with_plugins,
+)
 from semid.errors import ConfigError, SemidError
 from semid.io import read_json, stable_hash, write_json, write_parquet
+from semid.registry import Registry, load_plugins
 from semid.runs import DONE_FILE as STAGE_DONE_FILE
 from semid.runs import StageResult, stage_folder, stage_kind
 
@@ -64,7 +74,7 @@ RESULTS_JSON = "results.json"
 RESULTS_PARQUET = "results.parquet"
 SHAPE_AXIS = "quantizer.shape"
 
-_TOP_KEYS = {"name", "description", "base", "presets", "axes", "baseline", "group_over"}
+_TOP_KEYS = {"name", "description", "base", "presets", "axes", "baseline", "group_over", "plugins"}
 _BASE_KEYS = {"preset", "set"}
 _PRESET_KEYS = {"preset", "set", "axes", "description"}
 
@@ -125,9 +135,13 @@ class Grid:
 
 
 def load_grid(
-    path: str | Path, preset: str | None = None, overrides: list[str] | None = None
+    path: str | Path,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    plugins: list[str] | None = None,
 ) -> Grid:
-    """Read a grid YAML file and expand it (with a grid preset and ``KEY=VALUE`` overrides)."""
+    """Read a grid YAML file and expand it (with a grid preset, ``KEY=VALUE`` overrides and
+    plugin modules)."""
     path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text())
@@ -138,7 +152,7 @@ def load_grid(
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     spec.setdefault("name", path.stem)
-    return expand_grid(spec, preset, overrides, source=str(path))
+    return expand_grid(spec, preset, overrides, source=str(path), plugins=plugins)
 
 
 def expand_grid(
@@ -146,13 +160,16 @@ def expand_grid(
     preset: str | None = None,
     overrides: list[str] | None = None,
     source: str = "grid",
+    plugins: list[str] | None = None,
 ) -> Grid:
     """Expand a grid mapping into cells: the product of its axes, in the order they are listed.
 
     Config layers, later wins: the base's semid preset, ``base.set``, the grid preset's ``set``,
     ``overrides`` (``KEY=VALUE``), then each cell's axis values. A grid preset may also replace
     the values of axes (``axes: {seed: [0]}``; for a named axis, a list of its labels keeps a
-    subset). Raises :class:`ConfigError` naming the key for anything invalid.
+    subset). ``plugins`` (and the file's own ``plugins:`` list) are imported before the cells
+    are validated and recorded in every cell's config, so the workers import them too. Raises
+    :class:`ConfigError` naming the key for anything invalid.
     """
     _check_keys(spec, _TOP_KEYS, source)
     name = str(spec.get("name") or "grid")
@@ -163,6 +180,11 @@ def expand_grid(
     if not raw_axes:
         raise ConfigError(f"{source}: axes: a grid needs at least one axis")
 
+    file_plugins = spec.get("plugins") or []
+    if not isinstance(file_plugins, list):
+        raise ConfigError(f"{source}: plugins: expected a list of modules or .py files")
+    # imported now: an axis may name their components, or list them all ("all")
+    plugins = load_plugins([str(p) for p in file_plugins] + list(plugins or []))
     semid_preset = base.get("preset", "default")
     layers = [_dotted_mapping(base.get("set", {}), f"{source}: base.set")]
     description = str(spec.get("description", "")).strip()
@@ -191,6 +213,7 @@ def expand_grid(
     data = preset_dict(semid_preset) if semid_preset else {}
     for layer in layers:
         data = deep_merge(data, layer)
+    data = with_plugins(data, plugins)
 
     group_over = spec.get("group_over", "seed" if "seed" in axis_names else None)
     if group_over is not None and group_over not in axis_names:
@@ -243,6 +266,19 @@ def _apply_preset_axes(
     return out
 
 
+def registered_options() -> dict[str, Registry]:
+    """Options whose values are registry names: an axis ``OPTION: all`` takes every name."""
+    from semid.data.queries import QUERY_GENERATORS
+    from semid.embeddings.spaces import SPACES
+    from semid.quantizers.registry import QUANTIZERS
+
+    return {
+        "quantizer.name": QUANTIZERS,
+        "embedding.space": SPACES,
+        "queries.source": QUERY_GENERATORS,
+    }
+
+
 def _parse_axis(key: str, values: Any, source: str) -> Axis:
     where = f"{source}: axes.{key}"
     if isinstance(values, dict):  # a named axis: label -> overrides
@@ -252,6 +288,8 @@ def _parse_axis(key: str, values: Any, source: str) -> Axis:
             raw.append(str(label))
             overrides.append(_dotted_mapping(mapping or {}, f"{where}.{label}"))
         return Axis(key, labels, raw, overrides)
+    if values == "all" and key in registered_options():
+        values = registered_options()[key].names()
     if not isinstance(values, list):
         raise ConfigError(f"{where}: expected a list of values or a mapping label -> overrides")
     if key == SHAPE_AXIS:
@@ -475,7 +513,7 @@ def stage_sharing(
 
 def config_hash(cfg: RunConfig) -> str:
     """Hash of a cell's full config (its done marker is valid only for that config)."""
-    return stable_hash(cfg.model_dump(mode="json"))
+    return stable_hash(cfg.model_dump(mode="json", exclude={"plugins"}))
 
 
 def cell_status(out_dir: Path, cell: Cell) -> str:

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from semid import __version__
-from semid.config import RunConfig
+from semid.config import IDENTITY_EXCLUDE, RunConfig
 from semid.data import load_dataset, load_query_file, make_splits, query_ambiguity
 from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 def run_name(cfg: RunConfig) -> str:
     """A readable, unique default name: space-quantizer-shape-seed-confighash."""
     q = cfg.quantizer
-    digest = stable_hash(cfg.model_dump(mode="json", exclude={"name"}), 6)
+    digest = stable_hash(cfg.model_dump(mode="json", exclude=IDENTITY_EXCLUDE), 6)
     return f"{cfg.embedding.space}-{q.name}-{q.levels}x{q.codebook_size}-s{cfg.seed}-{digest}"
 
 

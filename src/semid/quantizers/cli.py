@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from semid.errors import ConfigError, DataError
+from semid.quantizers.registry import QUANTIZERS
 
 ids_app = typer.Typer(help="Fit quantizers, assign and inspect semantic IDs.", no_args_is_help=True)
 console = Console()
@@ -94,11 +95,7 @@ def fit(
     embeddings: Annotated[Path, typer.Argument(help="Item embeddings, a float (n, d) .npy.")],
     out: Annotated[Path, typer.Option(help="Folder to write the ID space into (new).")],
     quantizer: Annotated[
-        str,
-        typer.Option(
-            help="rq-kmeans, rq-kmeans-balanced, rq-vae, rq-vae-defaults, "
-            "rq-vae-tuned, residual-lfq, residual-fsq or dictionary."
-        ),
+        str, typer.Option(help=f"{QUANTIZERS.choices()} (`semid ids list`).")
     ] = "rq-kmeans",
     levels: Annotated[int, typer.Option(help="Code levels.")] = 3,
     codebook_size: Annotated[int, typer.Option(help="Codes per level.")] = 256,
@@ -111,6 +108,12 @@ def fit(
         typer.Option("--set", "-s", help="Quantizer option KEY=VALUE, e.g. vae.lr=0.001."),
     ] = None,
     space: Annotated[str, typer.Option(help="Name of the ID space folder.")] = "item",
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin", help="Python module or .py file registering quantizers (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Fit a quantizer on an embedding matrix, assign IDs and write the ID space folder."""
     from pydantic import ValidationError
@@ -120,7 +123,9 @@ def fit(
     from semid.quantizers.config import QuantizerConfig
     from semid.quantizers.diagnostics import format_diagnostics
     from semid.quantizers.ids import build_ids
+    from semid.registry import load_plugins
 
+    load_plugins(plugin or [])
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: folder exists and is not empty")
     try:
@@ -152,8 +157,7 @@ def fit(
 
 @ids_app.command("list")
 def list_quantizers() -> None:
-    """List the quantizer names."""
-    from semid.quantizers import QUANTIZERS
-
-    for name in QUANTIZERS:
-        console.print(name)
+    """List the quantizer names (with the installed plugins' entry points)."""
+    width = max(len(name) for name in QUANTIZERS)
+    for name, help_text in QUANTIZERS.describe():
+        console.print(f"{name:<{width}}  {help_text}".rstrip(), highlight=False)
