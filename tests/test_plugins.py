@@ -99,6 +99,7 @@ def test_semid_run_with_plugin_quantizer_and_embedding_space(tmp_path):
         args += ["--set", item]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "…" not in result.output  # the result tables at 80 columns, nothing cut
     run_dir = tmp_path / "plug"
     assert read_json(run_dir / "config.json")["plugins"] == [QUANTIZER_PLUGIN, SPACE_PLUGIN]
     assert read_json(run_dir / "metrics.json")["generative"]["search"]["n"] > 0

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from semid.data.config import DataConfig, QueryConfig
 from semid.embeddings.config import EmbeddingConfig
-from semid.errors import ConfigError
+from semid.errors import ConfigError, first_error
 from semid.evaluation.config import EvalConfig
 from semid.generative.config import ModelConfig, TrainConfig
 from semid.quantizers.config import QuantizerConfig
@@ -58,11 +58,12 @@ def available_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
+def read_yaml(path: Path | Any, label: str, what: str = "file") -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; ConfigError starting with ``label`` otherwise."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
-        raise ConfigError(f"{label}: file not found") from exc
+        raise ConfigError(f"{label}: {what} not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
@@ -77,7 +78,7 @@ def preset_dict(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"--preset {name}: unknown preset (available: {', '.join(available_presets())})"
         )
-    data = _read_yaml(path, f"preset {name}")
+    data = read_yaml(path, f"preset {name}")
     base = data.pop("base", None)
     return deep_merge(preset_dict(base), data) if base else data
 
@@ -119,7 +120,7 @@ def load_config(
     ``plugins`` are added to the config's own and imported before it is validated."""
     data: dict[str, Any] = preset_dict(preset) if preset else {}
     if config_file is not None:
-        data = deep_merge(data, _read_yaml(Path(config_file), str(config_file)))
+        data = deep_merge(data, read_yaml(Path(config_file), str(config_file)))
     for item in overrides or []:
         data = deep_merge(data, parse_override(item))
     data = with_plugins(data, plugins)
@@ -139,6 +140,5 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{source}: option {loc}: {err['msg']}") from exc
+        loc, msg = first_error(exc)
+        raise ConfigError(f"{source}: option {loc}: {msg}") from exc

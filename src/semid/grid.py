@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel
 
 from semid.config import (
@@ -55,6 +54,7 @@ from semid.config import (
     deep_merge,
     parse_override,
     preset_dict,
+    read_yaml,
     validate_config,
     with_plugins,
 )
@@ -143,14 +143,7 @@ def load_grid(
     """Read a grid YAML file and expand it (with a grid preset, ``KEY=VALUE`` overrides and
     plugin modules)."""
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: grid file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    spec = read_yaml(path, str(path), "grid file")
     spec.setdefault("name", path.stem)
     return expand_grid(spec, preset, overrides, source=str(path), plugins=plugins)
 
@@ -815,35 +808,6 @@ def write_results(out_dir: str | Path) -> list[dict[str, Any]]:
     if rows:
         write_parquet(out_dir / RESULTS_PARQUET, pl.from_dicts(rows, infer_schema_length=None))
     return records
-
-
-def print_plan(
-    grid: Grid,
-    out_dir: Path,
-    cache_dir: Path,
-    only: list[str] | None = None,
-    console: Any = None,
-    stage_keys: StageKeysFn = pipeline_stage_keys,
-) -> None:
-    """``--dry-run``: the cells with their status and config, and how the stages are shared."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    cells = select_cells(grid.cells, only)
-    table = Table(title=f"grid {grid.name}: {len(cells)} cells -> {out_dir}")
-    for col in ("cell", "status", "config"):
-        table.add_column(col)
-    for cell in cells:
-        table.add_row(cell.name, cell_status(out_dir, cell), describe_overrides(grid, cell))
-    console.print(table)
-    keys = {cell.name: stage_keys(cell.config) for cell in cells}
-    sharing = Table(title="stage folders (shared between cells)")
-    for col in ("stage", "cells", "distinct", "already cached"):
-        sharing.add_column(col)
-    for stage, (n_cells, distinct, cached) in stage_sharing(keys, cache_dir).items():
-        sharing.add_row(stage, str(n_cells), str(distinct), str(cached))
-    console.print(sharing)
 
 
 def describe_overrides(grid: Grid, cell: Cell) -> str:

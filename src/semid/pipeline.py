@@ -22,9 +22,10 @@ from semid.config import IDENTITY_EXCLUDE, RunConfig
 from semid.data import load_dataset, load_query_file, make_splits, query_ambiguity
 from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
+from semid.device import resolve_device
 from semid.embeddings import build_embeddings, load_embeddings
 from semid.embeddings.config import EmbeddingConfig
-from semid.embeddings.spaces import SPACES
+from semid.embeddings.spaces import SPACES, task_spaces
 from semid.errors import ConfigError
 from semid.evaluation.evaluate import EvalInputs, eval_inputs, score, score_sets
 from semid.evaluation.reference import knn
@@ -34,7 +35,6 @@ from semid.generative.model import (
     count_parameters,
     init_id_rows,
     pretrained_tokenizer,
-    resolve_device,
 )
 from semid.generative.retriever import GenerativeRetriever
 from semid.generative.train import level_masks, train_generator
@@ -197,14 +197,6 @@ def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("ids", material, build, force)
 
 
-def _task_spaces(space_names: list[str]) -> dict[str, str]:
-    if "item" in space_names:
-        return {"search": "item", "rec": "item"}
-    if {"search", "rec"} <= set(space_names):
-        return {"search": "search", "rec": "rec"}
-    raise ConfigError(f"ids: cannot map tasks to ID spaces {space_names}")
-
-
 def indexing_texts(items: pl.DataFrame, variant: str) -> list[str]:
     """One indexing input per item: its metadata ``text``, its ``title`` alone, or
     ``title_year`` ("Title (1995)"; the title alone when the year is unknown)."""
@@ -280,9 +272,7 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
     every generator trained on the same texts with the same encoder (seeds, sizes, recipes)."""
     cfg = state.cfg
     no_encoder = SPACES.get(cfg.embedding.space).text_encoder == "none"
-    encoder = cfg.model.text_encoder or (
-        "minilm" if no_encoder else state.stages["embeddings"].key
-    )
+    encoder = cfg.model.text_encoder or ("minilm" if no_encoder else state.stages["embeddings"].key)
     material = {
         "data": state.stages["data"].key,
         "splits": state.stages["splits"].key,
@@ -357,7 +347,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         vocab = SemanticVocab.build(
             tokenizer,
             {name: s.cardinalities for name, s in spaces.items()},
-            _task_spaces(list(spaces)),
+            task_spaces(list(spaces)),
         )
         encoder = InputEncoder(
             vocab,
@@ -375,7 +365,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
         )
         examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
-        device = resolve_device(cfg.train.device)
+        device = resolve_device(cfg.train.device, "train.device")
         model = build_model(
             cfg.model,
             len(vocab),
@@ -684,7 +674,7 @@ def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -
     artifact = load_embeddings(paths["embeddings"])
     query_vectors = artifact.encode_queries(inputs.queries)
     if query_vectors is not None:
-        space = "item" if "item" in artifact.spaces else "search"
+        space = task_spaces(artifact.spaces)["search"]
         ranked = knn(artifact.spaces[space], query_vectors, cfg.eval.beam_size)
         dense, frame = score(
             "dense", "search", ranked, inputs.query_targets, cfg.eval.ks, inputs.queries

@@ -24,11 +24,11 @@ import numpy as np
 import polars as pl
 
 from semid.data.dataset import Dataset, Splits
+from semid.device import resolve_device
 from semid.embeddings.config import EmbeddingConfig
 from semid.embeddings.encoders import (
     encode_texts,
     load_sentence_encoder,
-    resolve_device,
     resolve_encoder,
 )
 from semid.embeddings.fused import l2_normalize, pad_search, project_search
@@ -91,7 +91,7 @@ def rec_estimator(cfg: EmbeddingConfig, seed: int):
             lr=cfg.rec_lr,
             batch_size=cfg.rec_batch_size,
             dropout=cfg.rec_dropout,
-            device=str(resolve_device(cfg.device)),
+            device=str(resolve_device(cfg.device, "embedding.device")),
             random_state=seed,
         )
     from semid.embeddings.als import ImplicitMF
@@ -247,7 +247,8 @@ class EmbeddingArtifact:
         if self.encoder_path is None:
             return None
         if self._model is None:
-            device = resolve_device(self.meta.get("config", {}).get("device", "cpu"))
+            device = self.meta.get("config", {}).get("device", "cpu")
+            device = resolve_device(device, "embedding.device")
             self._model = load_sentence_encoder(self.encoder_path, str(device))
         vectors = encode_texts(self._model, texts, batch_size, normalize=True, progress=False)
         transform = self.meta.get("query", {}).get("transform", "identity")

@@ -234,21 +234,46 @@ _PARTS = ("search", "rec")
 SPACES.register(
     "content",
     EmbeddingSpace(_content, text_encoder="named", seeded=False),
-    "sentence encoder on item text",
+    "frozen sentence encoder on item text",
 )
-SPACES.register("search", EmbeddingSpace(_search), "encoder fine-tuned on training queries")
+SPACES.register(
+    "search",
+    EmbeddingSpace(_search),
+    "encoder fine-tuned on (training query, item text) pairs",
+)
 SPACES.register(
     "rec",
     EmbeddingSpace(_rec, text_encoder="none"),
-    "collaborative, see rec_model",
+    "collaborative embeddings (ENMF, or implicit's ALS / BPR) from training histories",
 )
-SPACES.register("separate", EmbeddingSpace(_separate, _PARTS), "search + rec, two ID spaces")
 SPACES.register(
-    "fused-concat", EmbeddingSpace(_fused_concat, _PARTS), "search and rec concatenated"
+    "separate",
+    EmbeddingSpace(_separate, _PARTS),
+    "search + rec, two ID spaces (search.npy, rec.npy)",
 )
-SPACES.register("fused-svd", EmbeddingSpace(_fused_svd, _PARTS), "search and rec fused by an SVD")
+SPACES.register(
+    "fused-concat",
+    EmbeddingSpace(_fused_concat, _PARTS),
+    "[l2(search), l2(rec)] concatenated",
+)
+SPACES.register(
+    "fused-svd",
+    EmbeddingSpace(_fused_svd, _PARTS),
+    "l2(search) and l2(rec), the wider reduced by truncated SVD, added",
+)
 SPACES.register(
     "multitask",
     EmbeddingSpace(_multitask),
-    "one encoder tuned on queries and co-occurring items",
+    "one encoder tuned on query-item and co-occurring item-item pairs",
 )
+
+
+def task_spaces(space_names: list[str] | dict[str, Any]) -> dict[str, str]:
+    """Which ID space serves each task: ``item`` for both, or ``search`` and ``rec``."""
+    from semid.errors import ConfigError
+
+    if "item" in space_names:
+        return {"search": "item", "rec": "item"}
+    if {"search", "rec"} <= set(space_names):
+        return {"search": "search", "rec": "rec"}
+    raise ConfigError(f"ids: cannot map tasks to ID spaces {list(space_names)}")

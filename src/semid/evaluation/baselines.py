@@ -101,13 +101,14 @@ def _dense(ctx: BaselineInputs, out: Scores) -> None:
 
     Recommendation rankings follow ``eval.exclude_seen`` (:mod:`semid.evaluation.seen`).
     """
+    from semid.embeddings.spaces import task_spaces
     from semid.evaluation.reference import knn, mean_history_embeddings
 
     cfg, inputs, artifact = ctx.cfg, ctx.inputs, ctx.artifact
     k = cfg.eval.beam_size
     spaces = artifact.spaces
-    search_space = "item" if "item" in spaces else "search"
-    rec_space = "item" if "item" in spaces else "rec"
+    serves = task_spaces(spaces)
+    search_space, rec_space = serves["search"], serves["rec"]
     if inputs.queries:
         vectors = artifact.encode_queries(inputs.queries)
         if vectors is not None:

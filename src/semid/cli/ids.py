@@ -8,9 +8,9 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
-from semid.errors import ConfigError, DataError
+from semid.cli.tables import print_markdown
+from semid.errors import ConfigError, DataError, first_error
 from semid.quantizers.registry import QUANTIZERS
 
 ids_app = typer.Typer(help="Fit quantizers, assign and inspect semantic IDs.", no_args_is_help=True)
@@ -67,9 +67,8 @@ def inspect(
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file():
-        console.print(
-            Markdown(f"## {path.name}\n\n" + format_diagnostics(_diagnostics_of_codes(path)))
-        )
+        diag = _diagnostics_of_codes(path)
+        print_markdown(console, f"## {path.name}\n\n" + format_diagnostics(diag))
         return
     folders = space_folders(_resolve_ids_folder(path))
     if not folders:
@@ -87,7 +86,7 @@ def inspect(
             f"{meta['codebook_size']}{' + disambiguation' if meta['disambiguation'] else ''}, "
             f"cardinalities {meta['cardinalities']}"
         )
-        console.print(Markdown(title + "\n\n" + format_diagnostics(diag)))
+        print_markdown(console, title + "\n\n" + format_diagnostics(diag))
 
 
 @ids_app.command()
@@ -143,15 +142,14 @@ def fit(
     try:
         cfg = QuantizerConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"quantizer option {loc}: {err['msg']}") from exc
+        loc, msg = first_error(exc)
+        raise ConfigError(f"quantizer option {loc}: {msg}") from exc
     with atomic_dir(out) as tmp:
         facts = build_ids(cfg, {space: X}, tmp, seed)
     from semid.io import read_json
 
     diag = read_json(out / space / "diagnostics.json")
-    console.print(Markdown(f"## {out / space}\n\n" + format_diagnostics(diag)))
+    print_markdown(console, f"## {out / space}\n\n" + format_diagnostics(diag))
     console.print(f"fit in {facts[space]['fit_seconds']} s; wrote {out / space}")
 
 

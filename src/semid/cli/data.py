@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from semid.cli.common import data_config
 from semid.errors import DataError
 
 data_app = typer.Typer(help="Load, download, import and inspect datasets.", no_args_is_help=True)
@@ -83,22 +84,6 @@ def import_(
     console.print(f"use it with: --set data.dataset=custom --set data.path={out}")
 
 
-def _config(dataset: str, path: Path | None, **options: object):
-    """A DataConfig for a dataset name, or for a folder given in place of the name."""
-    from pydantic import ValidationError
-
-    from semid.data.config import DataConfig
-    from semid.errors import ConfigError
-
-    if path is None and (Path(dataset).exists() or "/" in dataset):
-        dataset, path = "custom", Path(dataset)
-    try:
-        return DataConfig(dataset=dataset, path=path, **options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}") from exc
-
-
 @data_app.command()
 def info(
     dataset: Annotated[
@@ -110,7 +95,7 @@ def info(
     from semid.data import load_dataset
     from semid.data.movielens import detect_layout, resolve_path
 
-    cfg = _config(dataset, path)
+    cfg = data_config(dataset, path)
     layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
     data = load_dataset(cfg)
     items, inter = data.items, data.interactions
@@ -180,7 +165,7 @@ def template(
     from semid.data.movielens import MOVIELENS_NAMES
     from semid.data.queries import TemplateQueryGenerator, write_query_file
 
-    cfg = _config(dataset, path, max_items=max_items)
+    cfg = data_config(dataset, path, max_items=max_items)
     data = load_dataset(cfg)
     generator = TemplateQueryGenerator(
         title_share=title_share, specific=specific, max_items_per_query=max_items_per_query
