@@ -205,3 +205,12 @@ def test_two_workers_never_build_the_same_stage(tmp_path, monkeypatch):
     separate = read_json(tmp_path / "out" / "separate" / "manifest.json")["stages"]
     assert separate["embeddings/search"]["key"] == search_key["key"]
     assert {"embeddings/search", "embeddings/rec", "embeddings"} <= set(separate)
+
+
+def test_an_axis_over_a_registry_takes_every_name_with_all():
+    from semid.quantizers.registry import QUANTIZERS
+
+    load_plugins([QUANTIZER_PLUGIN])
+    grid = expand_grid({"base": {"preset": "smoke"}, "axes": {"quantizer.name": "all"}})
+    assert [c.config.quantizer.name for c in grid.cells] == QUANTIZERS.names()
+    assert "pca-bins" in QUANTIZERS.names()
