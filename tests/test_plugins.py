@@ -44,7 +44,7 @@ def test_registry_names_help_and_errors():
     assert reg.names() == ["a", "b"] and "a" in reg and "c" not in reg
     assert reg.get("b") is json.dumps  # a reference is imported on first use
     assert reg.choices() == "a or b" and reg.describe() == [("a", "the first"), ("b", "")]
-    with pytest.raises(ConfigError, match=r"thing.name='c': unknown widget \(available: a, b"):
+    with pytest.raises(ConfigError, match=r"thing.name: unknown widget 'c' \(available: a, b"):
         reg.get("c")
 
 

@@ -94,13 +94,23 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def unknown(self, name: str) -> str:
+        """The message for a name that is not registered."""
+        return (
+            f"unknown {self.kind} {name!r} (available: {', '.join(self)}; others come from "
+            "plugins, see docs/extending.md)"
+        )
+
     def check(self, name: str) -> str:
         """``name`` if registered, else ConfigError naming the option and the choices."""
         if name not in self:
-            raise ConfigError(
-                f"{self.option}={name!r}: unknown {self.kind} (available: {', '.join(self)}; "
-                "a plugin module must be imported first, e.g. with --plugin)"
-            )
+            raise ConfigError(f"{self.option}: {self.unknown(name)}")
+        return name
+
+    def validate(self, name: str) -> str:
+        """:meth:`check` for pydantic validators (raises ValueError)."""
+        if name not in self:
+            raise ValueError(self.unknown(name))
         return name
 
     def get(self, name: str) -> T:

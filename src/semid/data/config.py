@@ -82,7 +82,4 @@ class QueryConfig(BaseModel):
     def _known_source(cls, value: str) -> str:
         from semid.data.queries import QUERY_GENERATORS
 
-        if value != "file" and value not in QUERY_GENERATORS:
-            known = ", ".join([*QUERY_GENERATORS, "file"])
-            raise ValueError(f"unknown query source {value!r} (available: {known})")
-        return value
+        return value if value == "file" else QUERY_GENERATORS.validate(value)

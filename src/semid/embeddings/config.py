@@ -96,6 +96,4 @@ class EmbeddingConfig(BaseModel):
     def _known_space(cls, value: str) -> str:
         from semid.embeddings.spaces import SPACES
 
-        if value not in SPACES:
-            raise ValueError(f"unknown embedding space {value!r} (available: {', '.join(SPACES)})")
-        return value
+        return SPACES.validate(value)

@@ -78,7 +78,4 @@ class EvalConfig(BaseModel):
     def _known_baselines(cls, value: list[str]) -> list[str]:
         from semid.evaluation.baselines import BASELINES
 
-        unknown = [name for name in value if name not in BASELINES]
-        if unknown:
-            raise ValueError(f"unknown baseline(s) {unknown} (available: {', '.join(BASELINES)})")
-        return value
+        return [BASELINES.validate(name) for name in value]

@@ -233,9 +233,7 @@ class QuantizerConfig(BaseModel):
     def _known_name(cls, value: str) -> str:
         from semid.quantizers.registry import QUANTIZERS
 
-        if value not in QUANTIZERS:
-            raise ValueError(f"unknown quantizer {value!r} (available: {', '.join(QUANTIZERS)})")
-        return value
+        return QUANTIZERS.validate(value)
 
     @model_validator(mode="after")
     def _resolve_preset(self) -> QuantizerConfig:
