@@ -73,7 +73,11 @@ class PCABins:
         return sum(means[codes[:, j]] for j, means in enumerate(self.means_)).astype(np.float32)
 
 
-register_quantizer("pca-bins", lambda cfg, seed: PCABins(cfg.levels, cfg.codebook_size))
+register_quantizer(
+    "pca-bins",
+    lambda cfg, seed: PCABins(cfg.levels, cfg.codebook_size),
+    "per level, equal-count bins of the residual's first principal component (examples/)",
+)
 
 if __name__ == "__main__":
     X = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)

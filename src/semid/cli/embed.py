@@ -37,8 +37,11 @@ def _embedding_folder(path: Path) -> Path:
 
 
 @embed_app.command()
-def spaces() -> None:
+def spaces(plugin: PluginOpt = None) -> None:
     """List the embedding spaces and what each one is."""
+    from semid.registry import load_plugins
+
+    load_plugins(plugin or [])
     table = Table("space", "what it is")
     for name, text in SPACES.describe():
         table.add_row(name, escape(text))

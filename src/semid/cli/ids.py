@@ -9,6 +9,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from semid.cli.common import PluginOpt
 from semid.cli.tables import print_markdown
 from semid.errors import ConfigError, DataError, first_error
 from semid.quantizers.registry import QUANTIZERS
@@ -154,8 +155,11 @@ def fit(
 
 
 @ids_app.command("list")
-def list_quantizers() -> None:
+def list_quantizers(plugin: PluginOpt = None) -> None:
     """List the quantizer names (with the installed plugins' entry points)."""
+    from semid.registry import load_plugins
+
+    load_plugins(plugin or [])
     width = max(len(name) for name in QUANTIZERS)
     for name, help_text in QUANTIZERS.describe():
         console.print(f"{name:<{width}}  {help_text}".rstrip(), highlight=False)
