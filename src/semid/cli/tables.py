@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # Width a column costs beyond its text: one space of padding on each side, plus the rule.
 _COLUMN_OVERHEAD = 3
 _MARKUP = re.compile(r"(\*\*|`)")
+_WRAP = 24  # text with spaces may wrap onto lines of this many characters
 
 
 def column_groups(widths: Sequence[int], budget: int) -> list[list[int]]:
@@ -44,19 +45,27 @@ def column_groups(widths: Sequence[int], budget: int) -> list[list[int]]:
     return groups
 
 
+def _needed(text: str) -> int:
+    """Width a cell needs: all of it, or for text with spaces (it wraps) up to ``_WRAP``."""
+    if " " not in text:
+        return len(text)
+    return max(max(len(word) for word in text.split()), min(len(text), _WRAP))
+
+
 def fitted_tables(
     header: Sequence[str], rows: Sequence[Sequence[str]], width: int, title: str | None = None
 ) -> list[Table]:
     """``header`` and ``rows`` as one rich table, or as several when one would not fit."""
     widths = [
-        max([len(str(header[i]))] + [len(str(row[i])) for row in rows]) for i in range(len(header))
+        max(_needed(str(text)) for text in [header[i], *(row[i] for row in rows)])
+        for i in range(len(header))
     ]
     tables = []
     for n, group in enumerate(column_groups(widths, width - 1)):
         columns = [0, *group]
         table = Table(title=title if n == 0 else None, box=box.SIMPLE_HEAD, title_justify="left")
         for i in columns:
-            # a column that is too wide even alone may wrap at spaces; nothing is cut
+            # text wraps at spaces; a word too long for the console folds; nothing is cut
             table.add_column(
                 escape(str(header[i])), overflow="fold", min_width=min(widths[i], width // 2)
             )
