@@ -145,14 +145,23 @@ def _resolve(reference: str, label: str) -> Any:
     return value
 
 
+def _is_path(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
 def load_plugin(spec: str) -> None:
     """Import one plugin: a module name (``my_pkg.plugin``) or a Python file path."""
-    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+    if _is_path(spec):
         path = Path(spec).expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"plugin {spec}: no such file")
+        # named by the file's stem, so objects pickled with a plugin class (a fitted quantizer)
+        # load again wherever the same file is imported from
         name = f"semid_plugin_{path.stem}"
         if name in sys.modules:
+            loaded = getattr(sys.modules[name], "__file__", None)
+            if loaded and Path(loaded).resolve() != path:
+                raise ConfigError(f"plugin {spec}: another plugin file named {path.name} is loaded")
             return
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
@@ -174,9 +183,10 @@ def load_plugin(spec: str) -> None:
 
 def load_plugins(specs: Iterable[str]) -> list[str]:
     """Import every plugin of ``specs``; returns them as recorded in a config (files absolute)."""
-    recorded = []
+    recorded: list[str] = []
     for spec in specs:
         load_plugin(spec)
-        is_file = spec.endswith(".py") or "/" in spec or "\\" in spec
-        recorded.append(str(Path(spec).expanduser().resolve()) if is_file else spec)
+        name = str(Path(spec).expanduser().resolve()) if _is_path(spec) else spec
+        if name not in recorded:
+            recorded.append(name)
     return recorded
