@@ -211,7 +211,7 @@ class QuantizerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("rq-kmeans", description="Quantizer name (see `semid ids --help`).")
+    name: str = Field("rq-kmeans", description="Quantizer name (see `semid ids list`).")
     levels: int = Field(3, ge=1, le=8, description="Number of code levels.")
     codebook_size: int = Field(256, ge=2, description="Codes per level.")
     disambiguation: bool = Field(
