@@ -45,21 +45,33 @@ def column_groups(widths: Sequence[int], budget: int) -> list[list[int]]:
     return groups
 
 
-def _needed(text: str) -> int:
-    """Width a cell needs: all of it, or for text with spaces (it wraps) up to ``_WRAP``."""
+def _needed(text: str, wrap: int = _WRAP) -> int:
+    """Width a cell needs: all of it, or for text with spaces (it wraps) up to ``wrap``."""
     if " " not in text:
         return len(text)
-    return max(max(len(word) for word in text.split()), min(len(text), _WRAP))
+    return max(max(len(word) for word in text.split()), min(len(text), wrap))
+
+
+def _widths(header: Sequence[str], rows: Sequence[Sequence[str]], wrap: int) -> list[int]:
+    return [
+        max(_needed(str(text), wrap) for text in [header[i], *(row[i] for row in rows)])
+        for i in range(len(header))
+    ]
 
 
 def fitted_tables(
     header: Sequence[str], rows: Sequence[Sequence[str]], width: int, title: str | None = None
 ) -> list[Table]:
-    """``header`` and ``rows`` as one rich table, or as several when one would not fit."""
-    widths = [
-        max(_needed(str(text)) for text in [header[i], *(row[i] for row in rows)])
-        for i in range(len(header))
-    ]
+    """``header`` and ``rows`` as one rich table, or as several when one would not fit.
+
+    Text with spaces may wrap: to ``_WRAP`` characters first, to its longest word if that
+    keeps the table whole; a table that does not fit even so is split by columns.
+    """
+    widths = _widths(header, rows, _WRAP)
+    if len(column_groups(widths, width - 1)) > 1:
+        narrow = _widths(header, rows, 0)
+        if len(column_groups(narrow, width - 1)) == 1:
+            widths = narrow
     tables = []
     for n, group in enumerate(column_groups(widths, width - 1)):
         columns = [0, *group]
