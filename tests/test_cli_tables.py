@@ -42,3 +42,13 @@ def test_diagnostics_markdown_at_80_columns():
     codes = np.random.default_rng(0).integers(0, 256, size=(2000, 3))
     text = _render(print_markdown, "## ID space\n\n" + format_diagnostics(diagnose(codes)))
     assert "…" not in text and "perplexity" in text
+
+
+def test_search_results_wrap_their_text_and_stay_one_table():
+    header = ["rank", "item_id", "title", "score", "year", "genres"]
+    rows = [[1, 1097, "E.T. the Extra-Terrestrial", "-4.714", 1982, "Children, Drama, Sci-Fi"],
+            [2, 4993, "The Lord of the Rings: The Fellowship of the Ring", "-4.8", 2001,
+             "Adventure, Fantasy"]]  # fmt: skip
+    text = _render(print_table, header, rows)
+    assert "…" not in text and text.count("item_id") == 1
+    assert "Extra-Terrestrial" in text and "Fellowship" in text
