@@ -9,8 +9,16 @@ mean residual of the bin).
 
     python examples/custom_quantizer.py
 
-Register it and every part of semid can use it: ``quantizer.name: pca-bins`` in a config,
-``semid ids fit ... --quantizer pca-bins`` after importing this module, ``build_ids``.
+Register it and every part of semid can use it once this file is imported as a plugin:
+
+    semid ids fit item.npy --out ids/ --quantizer pca-bins --plugin examples/custom_quantizer.py
+    semid run --plugin examples/custom_quantizer.py --quantizer pca-bins
+    semid grid my-grid.yaml --jobs 2 --plugin examples/custom_quantizer.py
+
+The run records the plugin in its ``config.json`` (``plugins``), so grid workers and later
+commands import it too. From Python: import this module, then ``build_ids`` or a config with
+``quantizer.name: pca-bins``. A package can instead declare an entry point in the
+``semid.quantizers`` group (``pca-bins = "my_pkg.pca_bins:make"``).
 """
 
 from __future__ import annotations
@@ -76,7 +84,9 @@ class PCABins(BaseQuantizer):
 
 
 register_quantizer(
-    "pca-bins", lambda cfg, seed: PCABins(n_levels=cfg.levels, codebook_size=cfg.codebook_size)
+    "pca-bins",
+    lambda cfg, seed: PCABins(n_levels=cfg.levels, codebook_size=cfg.codebook_size),
+    "per level, equal-count bins of the residual's first principal component (examples/)",
 )
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from semid.grid import (
     stage_sharing,
 )
 from semid.io import read_json, stable_hash, write_json
-from semid.runs import Run
+from semid.runs import Run, stage_folder, stage_kind
 
 GRIDS = Path(__file__).resolve().parents[1] / "grids"
 
@@ -429,7 +429,7 @@ def test_real_pipeline_keys_are_shared_as_configs_agree(tmp_path, monkeypatch):
                 (
                     name,
                     stable_hash(material),
-                    (self.cache_dir / name / stable_hash(material)).exists(),
+                    stage_folder(self.cache_dir, name, stable_hash(material)).exists(),
                 )
             )
             or no_build(self, name, material, build, force)
@@ -438,7 +438,8 @@ def test_real_pipeline_keys_are_shared_as_configs_agree(tmp_path, monkeypatch):
     semid.pipeline.run_pipeline(
         separate, tmp_path / "sep", cache_dir=out / ".cache", until="embeddings"
     )
-    embedding_calls = [c for c in calls if c[0] == "embeddings"]
+    # component stages have names of their own (embeddings/search, embeddings/rec)
+    embedding_calls = [c for c in calls if stage_kind(c[0]) == "embeddings"]
     assert len(embedding_calls) == 3  # search, rec, then separate itself
     assert embedding_calls[0][1:] == (stages["search__2x16__s0"]["embeddings"]["key"], True)
     assert not embedding_calls[1][2] and not embedding_calls[2][2]

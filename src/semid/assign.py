@@ -19,11 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
-import typer
 
 from semid.errors import ConfigError, DataError
 from semid.io import atomic_dir, atomic_path, read_json, write_json, write_npy, write_parquet
@@ -437,32 +436,3 @@ def assign_from_run(
     embed = run_embedder(Path(stages["embeddings"]), spaces)
     quantizers = {name: load_quantizer(Path(stages["ids"]) / name) for name in spaces}
     return assign_items(folder, frame, embed, quantizers, out_dir)
-
-
-def assign_command(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    new_items: Annotated[
-        Path, typer.Argument(help="CSV of new items: item_id, title[, year, genres, tags, text].")
-    ],
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Write the updated model folder here (default: replace RUN_DIR/model)."),
-    ] = None,
-) -> None:
-    """Give semantic IDs to new items without retraining; they are retrievable at once."""
-    from rich.console import Console
-
-    result = assign_from_run(run_dir, new_items, out)
-    console = Console()
-    console.print(
-        f"assigned {result.assigned.height} item(s), rejected {result.rejected.height}; "
-        f"model folder: {result.folder}"
-    )
-    for row in result.assigned.iter_rows(named=True):
-        ids = " ".join(str(v) for k, v in row.items() if k not in ("item_id", "title"))
-        console.print(f"  {row['item_id']}  {ids}  {row['title']}", highlight=False)
-    for row in result.rejected.iter_rows(named=True):
-        console.print(
-            f"  [red]not assigned[/red] {row['item_id']} {row['title']}: {row['reason']}",
-            highlight=False,
-        )

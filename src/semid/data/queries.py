@@ -44,10 +44,12 @@ from semid.data.query_files import (
     write_query_file,
 )
 from semid.data.templates import TemplateQueryGenerator
-from semid.errors import ConfigError, DataError
+from semid.errors import DataError
+from semid.registry import Registry
 
 # Query files and the template generator live in their own modules; importable from here too.
 __all__ = [
+    "QUERY_GENERATORS",
     "QueryGenerator",
     "TemplateQueryGenerator",
     "check_queries",
@@ -79,29 +81,28 @@ class QueryGenerator(Protocol):
         ...
 
 
-_GENERATORS: dict[str, Callable[[QueryConfig], QueryGenerator]] = {
-    "template": lambda cfg: TemplateQueryGenerator(
+QUERY_GENERATORS: Registry[Callable[[QueryConfig], QueryGenerator]] = Registry(
+    "query generator", "queries.source", "semid.query_generators"
+)
+# register_query_generator(NAME, factory): a factory ``(QueryConfig) -> QueryGenerator`` becomes
+# selectable as ``queries.source=NAME`` (``file`` is reserved for query files).
+register_query_generator = QUERY_GENERATORS.register
+
+
+def _template(cfg: QueryConfig) -> QueryGenerator:
+    return TemplateQueryGenerator(
         title_share=cfg.title_share,
         specific=cfg.specific,
         max_items_per_query=cfg.max_items_per_query,
-    ),
-}
+    )
 
 
-def register_query_generator(name: str, factory: Callable[[QueryConfig], QueryGenerator]) -> None:
-    """Make a generator selectable as ``queries.source=NAME``."""
-    _GENERATORS[name] = factory
+QUERY_GENERATORS.register("template", _template, "offline generator from the item metadata")
 
 
 def query_generator(cfg: QueryConfig) -> QueryGenerator:
     """The generator named by ``cfg.source``."""
-    try:
-        return _GENERATORS[cfg.source](cfg)
-    except KeyError as exc:
-        raise ConfigError(
-            f"queries.source={cfg.source}: no such query generator "
-            f"(available: {', '.join(sorted(_GENERATORS))}, file)"
-        ) from exc
+    return QUERY_GENERATORS.get(cfg.source)(cfg)
 
 
 def generate_queries(items: pl.DataFrame, cfg: QueryConfig, seed: int) -> pl.DataFrame:

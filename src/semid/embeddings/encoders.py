@@ -151,17 +151,6 @@ def unpack_split_zip(parts: Sequence[Path], dest: Path, member_prefix: str = "")
     return dest
 
 
-def resolve_device(device: str):
-    """``auto`` picks CUDA when present, else CPU."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"embedding.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
 def load_sentence_encoder(path: str | Path, device: str = "cpu"):
     """Load a sentence-transformers model from a local folder (never from a hub)."""
     from sentence_transformers import SentenceTransformer

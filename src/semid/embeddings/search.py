@@ -21,10 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from semid.data.dataset import Splits
+from semid.device import resolve_device
 from semid.embeddings.encoders import (
     encode_texts,
     load_sentence_encoder,
-    resolve_device,
     resolve_encoder,
 )
 from semid.errors import DataError
@@ -216,7 +216,7 @@ class ContrastiveTuner:
         start = time.perf_counter()
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, "embedding.device")
         self.encoder_path_ = resolve_encoder(self.encoder)
         model = load_sentence_encoder(self.encoder_path_, str(device))
         inference_length = model.max_seq_length

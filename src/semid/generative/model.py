@@ -23,15 +23,6 @@ from semid.errors import ConfigError
 from semid.generative.config import ModelConfig
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
     if precision == "fp32":

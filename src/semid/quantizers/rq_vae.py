@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid.device import resolve_device
 from semid.errors import ConfigError
 from semid.quantizers.base import (
     DEFAULTS,
@@ -79,15 +80,6 @@ def fsq_levels_for(codebook_size: int) -> list[int]:
             if key > best:
                 best, best_levels = key, list(combo)
     return best_levels
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"quantizer.vae.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -333,7 +325,7 @@ commitment_weight, rotation_trick, use_cosine_sim
         self.mean_ = X.mean(axis=0).astype(np.float32)
         self.scale_ = np.maximum(X.std(axis=0), 1e-6).astype(np.float32)
         data = torch.from_numpy(self._normalize(X).astype(np.float32))
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, "quantizer.vae.device")
         devices = [device.index or 0] if device.type == "cuda" else []
         threads = torch.get_num_threads()
         try:

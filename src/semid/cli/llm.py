@@ -1,6 +1,6 @@
 """``semid queries generate --llm``: write a search-query file with an LLM endpoint.
 
-Mounted by :mod:`semid.cli` as ``semid queries generate``.
+Mounted by :mod:`semid.cli.main` as ``semid queries generate``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from semid.cli.common import data_config
 from semid.errors import ConfigError, SemidError
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,9 @@ _RUN_PANEL = "Robustness and cost (--llm)"
 def _read_llm_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"--llm-config {path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"--llm-config {path}: not valid YAML ({str(exc).splitlines()[0]})"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--llm-config {path}: expected a mapping of settings")
+    from semid.config import read_yaml
+
+    data = read_yaml(Path(path), f"--llm-config {path}")
     return data.get("llm", data) if isinstance(data.get("llm"), dict) else data
 
 
@@ -208,7 +201,7 @@ def generate(
         max_retries=max_retries,
         max_reasks=max_reasks,
     )
-    data_cfg = _data_config(dataset, path, max_items=max_items, max_tags=max_tags)
+    data_cfg = data_config(dataset, path, max_items=max_items, max_tags=max_tags)
     items = load_dataset(data_cfg).items
     console.print(
         f"[bold]{min(limit or items.height, items.height)}[/bold] items -> {settings.model} at "
@@ -238,21 +231,6 @@ def generate(
     _print_summary(summary)
     if not summary.ok:
         raise typer.Exit(1)
-
-
-def _data_config(dataset: str, path: Path | None, **options: Any) -> Any:
-    """A DataConfig for a dataset name, or for a folder given in place of the name."""
-    from pydantic import ValidationError
-
-    from semid.data.config import DataConfig
-
-    if path is None and Path(dataset).exists():
-        dataset, path = "custom", Path(dataset)
-    try:
-        return DataConfig(dataset=dataset, path=path, **options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def _id_key(data_cfg: Any) -> str:
