@@ -26,7 +26,7 @@ import polars as pl
 from semid.config import RunConfig, load_config
 from semid.io import read_json, write_json
 from semid.pipeline import run_pipeline
-from semid.reports.report import shared_code_items
+from semid.reports.strata import shared_code_items
 
 OUT = Path(__file__).resolve().parent / "results" / "generator.json"
 

@@ -1,14 +1,24 @@
 """Add your own quantizer to semid in ~40 lines.
 
-A quantizer is a scikit-learn-style object with ``n_levels``, ``codebook_size``, ``fit``,
-``encode``, ``decode`` and ``training_log_``. This one is deliberately simple: at every level it
-projects the residual on its first principal component and cuts that axis into
-``codebook_size`` equal-count bins (code = bin, code vector = mean residual of the bin).
+A quantizer is a scikit-learn estimator on :class:`semid.quantizers.base.BaseQuantizer` with
+keyword-only hyper-parameters (``n_levels``, ``codebook_size``, ...), ``fit``, ``encode``,
+``decode`` and ``training_log_`` (``fit_encode``, ``get_params`` and ``clone`` come with it).
+This one is deliberately simple: at every level it projects the residual on its first principal
+component and cuts that axis into ``codebook_size`` equal-count bins (code = bin, code vector =
+mean residual of the bin).
 
     python examples/custom_quantizer.py
 
-Register it and every part of semid can use it: ``quantizer.name: pca-bins`` in a config,
-``semid ids fit ... --quantizer pca-bins`` after importing this module, ``build_ids``.
+Register it and every part of semid can use it once this file is imported as a plugin:
+
+    semid ids fit item.npy --out ids/ --quantizer pca-bins --plugin examples/custom_quantizer.py
+    semid run --plugin examples/custom_quantizer.py --quantizer pca-bins
+    semid grid my-grid.yaml --jobs 2 --plugin examples/custom_quantizer.py
+
+The run records the plugin in its ``config.json`` (``plugins``), so grid workers and later
+commands import it too. From Python: import this module, then ``build_ids`` or a config with
+``quantizer.name: pca-bins``. A package can instead declare an entry point in the
+``semid.quantizers`` group (``pca-bins = "my_pkg.pca_bins:make"``).
 """
 
 from __future__ import annotations
@@ -19,18 +29,24 @@ from pathlib import Path
 import numpy as np
 
 from semid.quantizers import QuantizerConfig, build_ids, load_ids, register_quantizer
-from semid.quantizers.base import check_codes, check_fit_shape, check_input_dim
+from semid.quantizers.base import (
+    BaseQuantizer,
+    check_codes,
+    check_fit_shape,
+    check_fitted,
+    check_input_dim,
+)
 from semid.quantizers.diagnostics import format_diagnostics
 
 
-class PCABins:
+class PCABins(BaseQuantizer):
     """Per level: bin the residual's first principal component into equal-count bins."""
 
-    def __init__(self, n_levels: int = 2, codebook_size: int = 16) -> None:
+    def __init__(self, *, n_levels: int = 2, codebook_size: int = 16) -> None:
         self.n_levels = n_levels
         self.codebook_size = codebook_size
 
-    def fit(self, X: np.ndarray) -> PCABins:
+    def fit(self, X: np.ndarray, y: object = None) -> PCABins:
         X = check_fit_shape(X, self.codebook_size, self.n_levels)
         residual = X.copy()
         self.axes_, self.edges_, self.means_, self.training_log_ = [], [], [], []
@@ -52,6 +68,7 @@ class PCABins:
         return self
 
     def encode(self, X: np.ndarray) -> np.ndarray:
+        check_fitted(self, "means_")
         residual = check_input_dim(X, len(self.axes_[0])).copy()
         codes = []
         for axis, edges, means in zip(self.axes_, self.edges_, self.means_, strict=True):
@@ -61,11 +78,16 @@ class PCABins:
         return np.stack(codes, axis=1).astype(np.int64)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
+        check_fitted(self, "means_")
         codes = check_codes(codes, self.n_levels, self.codebook_size)
         return sum(means[codes[:, j]] for j, means in enumerate(self.means_)).astype(np.float32)
 
 
-register_quantizer("pca-bins", lambda cfg, seed: PCABins(cfg.levels, cfg.codebook_size))
+register_quantizer(
+    "pca-bins",
+    lambda cfg, seed: PCABins(n_levels=cfg.levels, codebook_size=cfg.codebook_size),
+    "per level, equal-count bins of the residual's first principal component (examples/)",
+)
 
 if __name__ == "__main__":
     X = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)

@@ -224,7 +224,7 @@ def test_assign_from_a_pipeline_run_uses_its_encoder_and_quantizer(tmp_path):
     """End to end on real stage artifacts: MiniLM content space, RQ-k-means 4 x 4 IDs."""
     import torch
 
-    from semid.assign import assign_command
+    from semid.cli.assign import assign_command
     from semid.config import load_config
     from semid.generative.model import build_model
     from semid.generative.retriever import GenerativeRetriever

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from semid.costs import calibrate, cell_gpu_hours, print_gpu_hours
+from semid.cli.tables import print_gpu_hours
+from semid.costs import calibrate, cell_gpu_hours
 from semid.grid import load_grid
 
 GRIDS = Path(__file__).parents[1] / "grids"

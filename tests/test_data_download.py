@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from semid.cli.data import data_app
 from semid.data import DataConfig, load_dataset
 from semid.data import download as dl
-from semid.data.cli import data_app
 from semid.errors import DataError
 
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from semid.cli.data import data_app
 from semid.data import DataConfig, load_dataset
-from semid.data.cli import data_app
 from semid.data.importer import build_dataset, import_catalogue
 from semid.errors import ConfigError, DataError
 

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from semid.cli.data import queries_app
 from semid.data import QueryConfig, QueryGenerator, TemplateQueryGenerator, load_query_file
-from semid.data.cli import queries_app
 from semid.data.dataset import Dataset
 from semid.data.queries import contains_title, generate_queries, title_share
 from semid.errors import ConfigError, DataError

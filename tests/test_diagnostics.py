@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from semid.cli.ids import ids_app
 from semid.quantizers import QuantizerConfig, build_ids
-from semid.quantizers.cli import ids_app
 from semid.quantizers.diagnostics import (
     diagnose,
     explained_variance,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from semid.embeddings.enmf import ENMF, enmf_loss, interaction_matrix, naive_enmf_loss
+from semid.embeddings.collaborative import interaction_matrix
+from semid.embeddings.enmf import ENMF, enmf_loss, naive_enmf_loss
 from semid.errors import DataError
 
 

@@ -16,8 +16,8 @@ import typer
 from llm_server import FakeLLM, FakeServer
 from typer.testing import CliRunner
 
+from semid.cli.llm import generate as generate_command
 from semid.data.dataset import Dataset
-from semid.data.llm_cli import generate as generate_command
 from semid.data.llm_queries import (
     ABORT_AFTER_FAILURES,
     AnswerError,

@@ -137,18 +137,18 @@ def test_fsq_levels() -> None:
 
 def test_invalid_inputs_fail_clearly(X: np.ndarray) -> None:
     with pytest.raises(DataError, match="2-D"):
-        RQKMeans(2, 8).fit(X[0])
+        RQKMeans(n_levels=2, codebook_size=8).fit(X[0])
     bad = X.copy()
     bad[3, 2] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        RQKMeans(2, 8).fit(bad)
+        RQKMeans(n_levels=2, codebook_size=8).fit(bad)
     with pytest.raises(ConfigError, match="larger than the number of items"):
-        RQKMeans(2, 512).fit(X)
+        RQKMeans(n_levels=2, codebook_size=512).fit(X)
     with pytest.raises(ConfigError, match="power of 2"):
         make_quantizer(tiny("residual-lfq", k=12), 0).fit(X)
     with pytest.raises(ConfigError, match="call fit"):
-        RQKMeans(2, 8).encode(X)
-    fitted = RQKMeans(2, 8).fit(X)
+        RQKMeans(n_levels=2, codebook_size=8).encode(X)
+    fitted = RQKMeans(n_levels=2, codebook_size=8).fit(X)
     with pytest.raises(DataError, match="expected 16 columns"):
         fitted.encode(X[:, :5])
     with pytest.raises(DataError, match=r"values must be in \[0, 8\)"):
@@ -174,7 +174,14 @@ def test_config_names_and_presets() -> None:
 
 
 def test_rq_vae_faiss_init_sets_codebooks(X: np.ndarray) -> None:
-    q = RQVAE(2, 8, hidden_sizes=[16], latent_dim=4, faiss_kmeans_init=True, max_steps=1)
+    q = RQVAE(
+        n_levels=2,
+        codebook_size=8,
+        hidden_sizes=[16],
+        latent_dim=4,
+        faiss_kmeans_init=True,
+        max_steps=1,
+    )
     q.fit(X)
     # after one step every code of level 1 is still in use (k-means init covers the data)
     assert len(np.unique(q.encode(X)[:, 0])) == 8

@@ -9,9 +9,9 @@ from semid.errors import ConfigError
 from semid.evaluation.metrics import metric_table
 from semid.grid import CELL_DONE_FILE, CELL_FAILED_FILE, config_hash, expand_grid, write_grid_json
 from semid.io import read_json, write_json, write_parquet
-from semid.reports.study import (
+from semid.reports.breakdowns import flatten_diagnostics, target_collisions
+from semid.reports.stats import (
     compare_to_baseline,
-    flatten_diagnostics,
     head_items,
     head_torso_recall,
     hits_at_k,
@@ -19,9 +19,8 @@ from semid.reports.study import (
     mean_std,
     paired_bootstrap,
     paired_ttest,
-    target_collisions,
-    write_study_report,
 )
+from semid.reports.study import write_study_report
 
 K = 30
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from semid import __version__
 from semid.errors import DataError
-from semid.serving import ItemFilter, SemidModel
+from semid.serving import ItemFilter, SemidModel, Task
 
 MAX_K = 200
 
@@ -152,7 +152,7 @@ class Health(BaseModel):
 
 @dataclass
 class _Job:
-    task: str
+    task: Task
     payload: Any
     k: int
     item_filter: ItemFilter | None
@@ -200,7 +200,7 @@ class MicroBatcher:
             self._worker = None
 
     async def submit(
-        self, task: str, payload: Any, k: int, item_filter: ItemFilter | None, exact: bool
+        self, task: Task, payload: Any, k: int, item_filter: ItemFilter | None, exact: bool
     ) -> pl.DataFrame:
         """Queue one request and wait for its ranked items."""
         if self._queue is None:
@@ -247,7 +247,7 @@ class MicroBatcher:
                 await self._decode(task, k, item_filter, exact, group)
 
     async def _decode(
-        self, task: str, k: int, item_filter: ItemFilter | None, exact: bool, group: list[_Job]
+        self, task: Task, k: int, item_filter: ItemFilter | None, exact: bool, group: list[_Job]
     ) -> None:
         """Decode a group in one call; if it fails, retry its requests one by one so that one
         bad request only fails itself."""

@@ -19,11 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
-import typer
 
 from semid.errors import ConfigError, DataError
 from semid.io import atomic_dir, atomic_path, read_json, write_json, write_npy, write_parquet
@@ -174,7 +173,7 @@ def assign_codes(
         )
     disambiguate = prefixes.shape[1] == n_cols - 1
     width = prefixes.shape[1]
-    in_vocab = ((prefixes >= 0) & (prefixes < cards[:width])).all(axis=1)
+    in_vocab = np.asarray(((prefixes >= 0) & (prefixes < cards[:width])).all(axis=1))
     if disambiguate:
         codes = assign_ids(prefixes, True, existing)
         ok = in_vocab & (codes[:, -1] < cards[-1])
@@ -254,10 +253,50 @@ def assign_items(
 
     folder = _model_folder(model_dir)
     items = pl.read_parquet(folder / "items.parquet")
-    meta = read_json(folder / "input_encoder.json")
-    spaces = list(meta["spaces"])
+    spaces = list(read_json(folder / "input_encoder.json")["spaces"])
     vocab = SemanticVocab.load(folder)
     codes = {name: np.load(folder / f"codes_{name}.npy") for name in spaces}
+    _check_new_items(items, new_items, spaces, quantizers)
+
+    vectors = embed(new_items["text"].to_list())
+    per_space: dict[str, SpaceAssignment] = {}
+    for name in spaces:
+        if name not in vectors:
+            raise ConfigError(f"assign: the embedder returned no vectors for space {name!r}")
+        prefixes = np.asarray(quantizers[name].encode(np.asarray(vectors[name])))
+        per_space[name] = assign_codes(codes[name], prefixes, vocab.spaces[name].cardinalities)
+    ok = np.logical_and.reduce([a.ok for a in per_space.values()])
+    accepted = new_items.filter(pl.Series(ok))
+    start = items.height
+    additions = accepted.with_columns(
+        pl.Series("item_idx", np.arange(start, start + accepted.height), dtype=pl.Int32)
+    )
+    merged = pl.concat([items, additions], how="diagonal_relaxed").select(items.columns)
+    merged = merged.cast(items.schema)
+    new_codes = {name: np.vstack([codes[name], a.codes[ok]]) for name, a in per_space.items()}
+    target = Path(out_dir) if out_dir is not None else folder
+    rejected_ids = new_items.filter(~pl.Series(ok))["item_id"].to_list()
+    table = id_table(merged, new_codes)
+    _write_model(
+        folder, target, merged, new_codes, table, accepted["item_id"].to_list(), rejected_ids
+    )
+    run_table = folder.parent / ID_TABLE
+    if out_dir is None and folder.name == "model" and run_table.exists():
+        _write_csv(run_table, table)  # keep the run's ID table in step with its model
+    assigned = pl.DataFrame(
+        {"item_id": accepted["item_id"], "title": accepted["title"]}
+        | {
+            name: [vocab.id_string(name, row.tolist()) for row in per_space[name].codes[ok]]
+            for name in spaces
+        }
+    )
+    return Assignment(assigned, _rejected(new_items, per_space, ok), target)
+
+
+def _check_new_items(
+    items: pl.DataFrame, new_items: pl.DataFrame, spaces: list[str], quantizers: Mapping[str, Any]
+) -> None:
+    """Raise unless the new items have the columns, new ids, and every space a quantizer."""
     absent = [c for c in ("item_id", "title", "text") if c not in new_items.columns]
     if absent:
         raise DataError(f"new items: missing column(s) {absent}")
@@ -269,56 +308,45 @@ def assign_items(
     if missing:
         raise ConfigError(f"assign: no fitted quantizer for ID space(s) {missing}")
 
-    vectors = embed(new_items["text"].to_list())
-    per_space: dict[str, SpaceAssignment] = {}
-    for name in spaces:
-        if name not in vectors:
-            raise ConfigError(f"assign: the embedder returned no vectors for space {name!r}")
-        prefixes = np.asarray(quantizers[name].encode(np.asarray(vectors[name])))
-        per_space[name] = assign_codes(codes[name], prefixes, vocab.spaces[name].cardinalities)
-    ok = np.logical_and.reduce([a.ok for a in per_space.values()])
-    reasons = [
-        "; ".join(f"{name}: {a.reasons[i]}" for name, a in per_space.items() if a.reasons[i])
-        for i in range(new_items.height)
-    ]
-    accepted = new_items.filter(pl.Series(ok))
-    start = items.height
-    additions = accepted.with_columns(
-        pl.Series("item_idx", np.arange(start, start + accepted.height), dtype=pl.Int32)
-    )
-    merged = pl.concat([items, additions], how="diagonal_relaxed").select(items.columns)
-    merged = merged.cast(dict(items.schema))
-    new_codes = {name: np.vstack([codes[name], a.codes[ok]]) for name, a in per_space.items()}
-    target = Path(out_dir) if out_dir is not None else folder
+
+def _write_model(
+    folder: Path,
+    target: Path,
+    merged: pl.DataFrame,
+    codes: Mapping[str, np.ndarray],
+    table: pl.DataFrame,
+    assigned: list[int],
+    rejected: list[int],
+) -> None:
+    """The updated model folder at ``target``: a copy of ``folder`` with the new items."""
     history = read_json(folder / ASSIGN_LOG) if (folder / ASSIGN_LOG).exists() else []
-    table = id_table(merged, new_codes)
     with atomic_dir(target) as tmp:
         for path in folder.iterdir():
             if path.is_file():
                 shutil.copy2(path, tmp / path.name)
-        for name in spaces:
-            write_npy(tmp / f"codes_{name}.npy", new_codes[name])
+        for name, space_codes in codes.items():
+            write_npy(tmp / f"codes_{name}.npy", space_codes)
         write_parquet(tmp / "items.parquet", merged)
         _write_csv(tmp / ID_TABLE, table)
         history.append(
             {
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "assigned": accepted["item_id"].to_list(),
-                "rejected": new_items.filter(~pl.Series(ok))["item_id"].to_list(),
+                "assigned": assigned,
+                "rejected": rejected,
             }
         )
         write_json(tmp / ASSIGN_LOG, history)
-    run_table = folder.parent / ID_TABLE
-    if out_dir is None and folder.name == "model" and run_table.exists():
-        _write_csv(run_table, table)  # keep the run's ID table in step with its model
-    assigned = pl.DataFrame(
-        {"item_id": accepted["item_id"], "title": accepted["title"]}
-        | {
-            name: [vocab.id_string(name, row.tolist()) for row in per_space[name].codes[ok]]
-            for name in spaces
-        }
-    )
-    rejected = pl.DataFrame(
+
+
+def _rejected(
+    new_items: pl.DataFrame, per_space: Mapping[str, SpaceAssignment], ok: np.ndarray
+) -> pl.DataFrame:
+    """``item_id``, ``title`` and the reasons (per space) of the items given no ID."""
+    reasons = [
+        "; ".join(f"{name}: {a.reasons[i]}" for name, a in per_space.items() if a.reasons[i])
+        for i in range(new_items.height)
+    ]
+    return pl.DataFrame(
         {
             "item_id": new_items["item_id"].filter(~pl.Series(ok)),
             "title": new_items["title"].filter(~pl.Series(ok)),
@@ -326,14 +354,13 @@ def assign_items(
         },
         schema={"item_id": pl.Int64, "title": pl.String, "reason": pl.String},
     )
-    return Assignment(assigned, rejected, target)
 
 
 def id_table(items: pl.DataFrame, codes: Mapping[str, np.ndarray]) -> pl.DataFrame:
     """item_id, title and the readable ID (``semantic_id``, or ``semantic_id_<space>``)."""
     from semid.quantizers import semantic_id_strings
 
-    columns = {"item_id": items["item_id"], "title": items["title"]}
+    columns: dict[str, Any] = {"item_id": items["item_id"], "title": items["title"]}
     for name, space_codes in codes.items():
         column = "semantic_id" if len(codes) == 1 else f"semantic_id_{name}"
         columns[column] = semantic_id_strings(space_codes)
@@ -409,32 +436,3 @@ def assign_from_run(
     embed = run_embedder(Path(stages["embeddings"]), spaces)
     quantizers = {name: load_quantizer(Path(stages["ids"]) / name) for name in spaces}
     return assign_items(folder, frame, embed, quantizers, out_dir)
-
-
-def assign_command(
-    run_dir: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    new_items: Annotated[
-        Path, typer.Argument(help="CSV of new items: item_id, title[, year, genres, tags, text].")
-    ],
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Write the updated model folder here (default: replace RUN_DIR/model)."),
-    ] = None,
-) -> None:
-    """Give semantic IDs to new items without retraining; they are retrievable at once."""
-    from rich.console import Console
-
-    result = assign_from_run(run_dir, new_items, out)
-    console = Console()
-    console.print(
-        f"assigned {result.assigned.height} item(s), rejected {result.rejected.height}; "
-        f"model folder: {result.folder}"
-    )
-    for row in result.assigned.iter_rows(named=True):
-        ids = " ".join(str(v) for k, v in row.items() if k not in ("item_id", "title"))
-        console.print(f"  {row['item_id']}  {ids}  {row['title']}", highlight=False)
-    for row in result.rejected.iter_rows(named=True):
-        console.print(
-            f"  [red]not assigned[/red] {row['item_id']} {row['title']}: {row['reason']}",
-            highlight=False,
-        )

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from semid.data.config import DataConfig, QueryConfig
 from semid.embeddings.config import EmbeddingConfig
-from semid.errors import ConfigError
+from semid.errors import ConfigError, first_error
 from semid.evaluation.config import EvalConfig
 from semid.generative.config import ModelConfig, TrainConfig
 from semid.quantizers.config import QuantizerConfig
@@ -31,6 +31,27 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python modules or .py files imported before the rest of the config is "
+        "validated; they register components (`--plugin`, see semid.registry). Recorded in "
+        "config.json, so grid workers and later commands on the run import them too.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("plugins"):
+            from semid.registry import load_plugins
+
+            data = {**data, "plugins": load_plugins(data["plugins"])}
+        return data
+
+
+# Not part of a run's identity: what the run computes is named by the config's other fields.
+# Checkpoint cadence (train.checkpoint_*) changes when state is saved, never the result.
+OPERATIONAL_FIELDS: dict[str, Any] = {"train": {"checkpoint_steps", "checkpoint_minutes"}}
+IDENTITY_EXCLUDE: dict[str, Any] = {"name": True, "plugins": True, **OPERATIONAL_FIELDS}
 
 
 def available_presets() -> list[str]:
@@ -39,11 +60,12 @@ def available_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(path: Path | Any, label: str) -> dict[str, Any]:
+def read_yaml(path: Path | Any, label: str, what: str = "file") -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping; ConfigError starting with ``label`` otherwise."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
-        raise ConfigError(f"{label}: file not found") from exc
+        raise ConfigError(f"{label}: {what} not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(data, dict):
@@ -58,7 +80,7 @@ def preset_dict(name: str) -> dict[str, Any]:
         raise ConfigError(
             f"--preset {name}: unknown preset (available: {', '.join(available_presets())})"
         )
-    data = _read_yaml(path, f"preset {name}")
+    data = read_yaml(path, f"preset {name}")
     base = data.pop("base", None)
     return deep_merge(preset_dict(base), data) if base else data
 
@@ -94,14 +116,25 @@ def load_config(
     preset: str | None = "default",
     config_file: Path | None = None,
     overrides: list[str] | None = None,
+    plugins: list[str] | None = None,
 ) -> RunConfig:
-    """Resolve a run config: preset, then a YAML/JSON file, then ``KEY=VALUE`` overrides."""
+    """Resolve a run config: preset, then a YAML/JSON file, then ``KEY=VALUE`` overrides;
+    ``plugins`` are added to the config's own and imported before it is validated."""
     data: dict[str, Any] = preset_dict(preset) if preset else {}
     if config_file is not None:
-        data = deep_merge(data, _read_yaml(Path(config_file), str(config_file)))
+        data = deep_merge(data, read_yaml(Path(config_file), str(config_file)))
     for item in overrides or []:
         data = deep_merge(data, parse_override(item))
+    data = with_plugins(data, plugins)
     return validate_config(data, source=str(config_file or f"preset {preset}"))
+
+
+def with_plugins(data: dict[str, Any], plugins: list[str] | None) -> dict[str, Any]:
+    """``data`` with ``plugins`` appended to its ``plugins`` list (each once)."""
+    if not plugins:
+        return data
+    merged = list(data.get("plugins") or [])
+    return {**data, "plugins": merged + [p for p in plugins if p not in merged]}
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -109,6 +142,5 @@ def validate_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{source}: option {loc}: {err['msg']}") from exc
+        loc, msg = first_error(exc)
+        raise ConfigError(f"{source}: option {loc}: {msg}") from exc

@@ -35,7 +35,7 @@ DATASETS: dict[str, tuple[int, int]] = {
     "ml-latest": (86537, 330975),
 }
 
-MEASURED = {
+MEASURED: dict[str, Any] = {
     "hardware": "2-core CPU (this project's CI machine), fp32",
     "parameters": 2.7e6,
     "examples_per_second": 772.5,
@@ -102,38 +102,32 @@ def cell_gpu_hours(cfg) -> dict[str, Any]:
     return {"examples": n, "parameters": params, "seen": seen, "gpu_hours": seconds / 3600}
 
 
-def print_gpu_hours(grid, only=None, console=None) -> float:
-    """Print the per-cell and total estimate; returns the total GPU-hours."""
-    from rich.console import Console
-    from rich.table import Table
-
+def gpu_hours_rows(grid, only=None) -> tuple[list[list[str]], float, str]:
+    """(one row per cell: name, parameters, examples/epoch, examples seen, GPU-hours; the
+    total GPU-hours; a note saying what the estimate assumes)."""
     from semid.grid import select_cells
 
-    console = console or Console()
-    cells = select_cells(grid.cells, only)
-    table = Table(title=f"ESTIMATED generator GPU-hours at {gpu_tflops():g} TFLOP/s sustained")
-    for col in ("cell", "parameters", "train examples/epoch", "examples seen", "GPU-hours"):
-        table.add_column(col)
-    total = 0.0
-    for cell in cells:
+    rows, total = [], 0.0
+    for cell in select_cells(grid.cells, only):
         est = cell_gpu_hours(cell.config)
         total += est["gpu_hours"]
-        table.add_row(
-            cell.name,
-            f"{est['parameters'] / 1e6:.1f}M",
-            f"{est['examples']:,}",
-            f"{est['seen']:,.0f}",
-            f"{est['gpu_hours']:.2f}",
+        rows.append(
+            [
+                cell.name,
+                f"{est['parameters'] / 1e6:.1f}M",
+                f"{est['examples']:,}",
+                f"{est['seen']:,.0f}",
+                f"{est['gpu_hours']:.2f}",
+            ]
         )
-    console.print(table)
     ref = calibrate(
         MEASURED["examples_per_second"], MEASURED["parameters"], MEASURED["tokens_per_example"]
     )
-    console.print(
+    note = (
         f"estimated total: {total:.1f} GPU-hours (training + {MEASURED['eval_share']:.0%} for "
         f"evaluation). An estimate: 6 x parameters x tokens FLOPs per example at an assumed "
         f"{gpu_tflops():g} TFLOP/s ($SEMID_GPU_TFLOPS); measured reference: "
         f"{MEASURED['examples_per_second']} examples/s = {ref * 1e3:.2f} GFLOP/s on a "
         f"{MEASURED['hardware']}. See semid.costs."
     )
-    return total
+    return rows, total, note

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SemidError(Exception):
     """An error caused by the user's input or config, reported as one line without a traceback."""
@@ -13,3 +15,9 @@ class DataError(SemidError):
 
 class ConfigError(SemidError):
     """A config value is invalid or the combination of values is impossible."""
+
+
+def first_error(exc: Any, sep: str = ".") -> tuple[str, str]:
+    """The option path and message of a pydantic ``ValidationError``'s first error."""
+    err = exc.errors()[0]
+    return sep.join(str(part) for part in err["loc"]), err["msg"]

@@ -15,8 +15,10 @@ combination of axis values is a *cell*::
         defaults: {}
         no-disambiguation: {quantizer.disambiguation: false}
       seed: [0, 1, 2]
+      # quantizer.name: all                     # every registered quantizer (plugins too)
     baseline: {embedding.space: content}         # the row paired tests compare against
     group_over: seed                             # the axis reports average over
+    plugins: [my_quantizer.py]                   # imported first, here and in every worker
 
 Cells are named by their axis labels (``search__2x256__defaults__s0``). Every cell runs the
 ordinary pipeline into ``RESULTS_DIR/<cell>/`` with one stage cache for all, so cells that agree
@@ -45,14 +47,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel
 
-from semid.config import RunConfig, deep_merge, parse_override, preset_dict, validate_config
+from semid.config import (
+    OPERATIONAL_FIELDS,
+    RunConfig,
+    deep_merge,
+    parse_override,
+    preset_dict,
+    read_yaml,
+    validate_config,
+    with_plugins,
+)
 from semid.errors import ConfigError, SemidError
 from semid.io import read_json, stable_hash, write_json, write_parquet
+from semid.registry import Registry, load_plugins
 from semid.runs import DONE_FILE as STAGE_DONE_FILE
-from semid.runs import StageResult
+from semid.runs import StageResult, stage_folder, stage_kind
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +75,7 @@ RESULTS_JSON = "results.json"
 RESULTS_PARQUET = "results.parquet"
 SHAPE_AXIS = "quantizer.shape"
 
-_TOP_KEYS = {"name", "description", "base", "presets", "axes", "baseline", "group_over"}
+_TOP_KEYS = {"name", "description", "base", "presets", "axes", "baseline", "group_over", "plugins"}
 _BASE_KEYS = {"preset", "set"}
 _PRESET_KEYS = {"preset", "set", "axes", "description"}
 
@@ -125,20 +136,17 @@ class Grid:
 
 
 def load_grid(
-    path: str | Path, preset: str | None = None, overrides: list[str] | None = None
+    path: str | Path,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    plugins: list[str] | None = None,
 ) -> Grid:
-    """Read a grid YAML file and expand it (with a grid preset and ``KEY=VALUE`` overrides)."""
+    """Read a grid YAML file and expand it (with a grid preset, ``KEY=VALUE`` overrides and
+    plugin modules)."""
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: grid file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    spec = read_yaml(path, str(path), "grid file")
     spec.setdefault("name", path.stem)
-    return expand_grid(spec, preset, overrides, source=str(path))
+    return expand_grid(spec, preset, overrides, source=str(path), plugins=plugins)
 
 
 def expand_grid(
@@ -146,13 +154,16 @@ def expand_grid(
     preset: str | None = None,
     overrides: list[str] | None = None,
     source: str = "grid",
+    plugins: list[str] | None = None,
 ) -> Grid:
     """Expand a grid mapping into cells: the product of its axes, in the order they are listed.
 
     Config layers, later wins: the base's semid preset, ``base.set``, the grid preset's ``set``,
     ``overrides`` (``KEY=VALUE``), then each cell's axis values. A grid preset may also replace
     the values of axes (``axes: {seed: [0]}``; for a named axis, a list of its labels keeps a
-    subset). Raises :class:`ConfigError` naming the key for anything invalid.
+    subset). ``plugins`` (and the file's own ``plugins:`` list) are imported before the cells
+    are validated and recorded in every cell's config, so the workers import them too. Raises
+    :class:`ConfigError` naming the key for anything invalid.
     """
     _check_keys(spec, _TOP_KEYS, source)
     name = str(spec.get("name") or "grid")
@@ -163,6 +174,11 @@ def expand_grid(
     if not raw_axes:
         raise ConfigError(f"{source}: axes: a grid needs at least one axis")
 
+    file_plugins = spec.get("plugins") or []
+    if not isinstance(file_plugins, list):
+        raise ConfigError(f"{source}: plugins: expected a list of modules or .py files")
+    # imported now: an axis may name their components, or list them all ("all")
+    plugins = load_plugins([str(p) for p in file_plugins] + list(plugins or []))
     semid_preset = base.get("preset", "default")
     layers = [_dotted_mapping(base.get("set", {}), f"{source}: base.set")]
     description = str(spec.get("description", "")).strip()
@@ -191,6 +207,7 @@ def expand_grid(
     data = preset_dict(semid_preset) if semid_preset else {}
     for layer in layers:
         data = deep_merge(data, layer)
+    data = with_plugins(data, plugins)
 
     group_over = spec.get("group_over", "seed" if "seed" in axis_names else None)
     if group_over is not None and group_over not in axis_names:
@@ -243,6 +260,19 @@ def _apply_preset_axes(
     return out
 
 
+def registered_options() -> dict[str, Registry]:
+    """Options whose values are registry names: an axis ``OPTION: all`` takes every name."""
+    from semid.data.queries import QUERY_GENERATORS
+    from semid.embeddings.spaces import SPACES
+    from semid.quantizers.registry import QUANTIZERS
+
+    return {
+        "quantizer.name": QUANTIZERS,
+        "embedding.space": SPACES,
+        "queries.source": QUERY_GENERATORS,
+    }
+
+
 def _parse_axis(key: str, values: Any, source: str) -> Axis:
     where = f"{source}: axes.{key}"
     if isinstance(values, dict):  # a named axis: label -> overrides
@@ -252,6 +282,8 @@ def _parse_axis(key: str, values: Any, source: str) -> Axis:
             raw.append(str(label))
             overrides.append(_dotted_mapping(mapping or {}, f"{where}.{label}"))
         return Axis(key, labels, raw, overrides)
+    if values == "all" and key in registered_options():
+        values = registered_options()[key].names()
     if not isinstance(values, list):
         raise ConfigError(f"{where}: expected a list of values or a mapping label -> overrides")
     if key == SHAPE_AXIS:
@@ -365,7 +397,7 @@ def _dotted_mapping(mapping: Any, where: str) -> dict[str, Any]:
 def _check_option(key: str, where: str) -> None:
     """Raise ConfigError unless ``key`` (dotted) names an option of :class:`RunConfig`."""
     model: type[BaseModel] | None = RunConfig
-    walked = []
+    walked: list[str] = []
     for part in key.split("."):
         if model is None:  # inside a free-form (dict) option: anything goes
             return
@@ -408,7 +440,7 @@ class _KeyRecorder:
     def stage(self, name: str, key_material: dict, build: Callable, force: bool = False, **_):
         key = stable_hash(key_material)
         self.keys[name] = key
-        return StageResult(name, key, self.cache_dir / name / key, False, 0.0, None)
+        return StageResult(name, key, stage_folder(self.cache_dir, name, key), False, 0.0, None)
 
 
 def pipeline_stage_keys(cfg: RunConfig) -> dict[str, str]:
@@ -431,19 +463,23 @@ def order_cells(cells: list[Cell], keys: dict[str, dict[str, str]]) -> list[Cell
     first_seen: dict[tuple[str, str], int] = {}
     for cell in cells:
         for stage, key in keys[cell.name].items():
-            first_seen.setdefault((stage, key), len(first_seen))
+            first_seen.setdefault((stage_kind(stage), key), len(first_seen))
     return sorted(
         cells,
-        key=lambda c: tuple(first_seen[(s, k)] for s, k in keys[c.name].items()),
+        key=lambda c: tuple(first_seen[(stage_kind(s), k)] for s, k in keys[c.name].items()),
     )
 
 
 def pending_stages(keys: dict[str, str], cache_dir: Path) -> set[tuple[str, str]]:
-    """The stages of a cell that are not finished in the cache yet."""
+    """The stage folders (kind, key) of a cell that are not finished in the cache yet.
+
+    Folders, not stage names: a composite space's ``embeddings/search`` and a search cell's
+    ``embeddings`` with the same key are one folder, built once.
+    """
     return {
-        (stage, key)
+        (stage_kind(stage), key)
         for stage, key in keys.items()
-        if not (cache_dir / stage / key / STAGE_DONE_FILE).exists()
+        if not (stage_folder(cache_dir, stage, key) / STAGE_DONE_FILE).exists()
     }
 
 
@@ -457,7 +493,9 @@ def stage_sharing(
         stages += [s for s in cell_keys if s not in stages]
     for stage in stages:
         distinct = {k[stage] for k in keys.values() if stage in k}
-        cached = sum((Path(cache_dir) / stage / key / STAGE_DONE_FILE).exists() for key in distinct)
+        cached = sum(
+            (stage_folder(cache_dir, stage, key) / STAGE_DONE_FILE).exists() for key in distinct
+        )
         out[stage] = (sum(stage in k for k in keys.values()), len(distinct), cached)
     return out
 
@@ -469,7 +507,7 @@ def stage_sharing(
 
 def config_hash(cfg: RunConfig) -> str:
     """Hash of a cell's full config (its done marker is valid only for that config)."""
-    return stable_hash(cfg.model_dump(mode="json"))
+    return stable_hash(cfg.model_dump(mode="json", exclude={"plugins": True, **OPERATIONAL_FIELDS}))
 
 
 def cell_status(out_dir: Path, cell: Cell) -> str:
@@ -777,35 +815,6 @@ def write_results(out_dir: str | Path) -> list[dict[str, Any]]:
     if rows:
         write_parquet(out_dir / RESULTS_PARQUET, pl.from_dicts(rows, infer_schema_length=None))
     return records
-
-
-def print_plan(
-    grid: Grid,
-    out_dir: Path,
-    cache_dir: Path,
-    only: list[str] | None = None,
-    console: Any = None,
-    stage_keys: StageKeysFn = pipeline_stage_keys,
-) -> None:
-    """``--dry-run``: the cells with their status and config, and how the stages are shared."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    cells = select_cells(grid.cells, only)
-    table = Table(title=f"grid {grid.name}: {len(cells)} cells -> {out_dir}")
-    for col in ("cell", "status", "config"):
-        table.add_column(col)
-    for cell in cells:
-        table.add_row(cell.name, cell_status(out_dir, cell), describe_overrides(grid, cell))
-    console.print(table)
-    keys = {cell.name: stage_keys(cell.config) for cell in cells}
-    sharing = Table(title="stage folders (shared between cells)")
-    for col in ("stage", "cells", "distinct", "already cached"):
-        sharing.add_column(col)
-    for stage, (n_cells, distinct, cached) in stage_sharing(keys, cache_dir).items():
-        sharing.add_row(stage, str(n_cells), str(distinct), str(cached))
-    console.print(sharing)
 
 
 def describe_overrides(grid: Grid, cell: Cell) -> str:

@@ -18,12 +18,14 @@ import polars as pl
 import torch
 
 from semid import __version__, distributed
-from semid.config import RunConfig
+from semid.config import IDENTITY_EXCLUDE, RunConfig
 from semid.data import load_dataset, load_query_file, make_splits, query_ambiguity
 from semid.data.dataset import Dataset, Splits
 from semid.data.movielens import resolve_path
+from semid.device import resolve_device
 from semid.embeddings import build_embeddings, load_embeddings
 from semid.embeddings.config import EmbeddingConfig
+from semid.embeddings.spaces import SPACES, task_spaces
 from semid.errors import ConfigError
 from semid.evaluation.evaluate import EvalInputs, eval_inputs, score, score_sets
 from semid.evaluation.reference import knn
@@ -33,7 +35,6 @@ from semid.generative.model import (
     count_parameters,
     init_id_rows,
     pretrained_tokenizer,
-    resolve_device,
 )
 from semid.generative.retriever import GenerativeRetriever
 from semid.generative.train import level_masks, train_generator
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 def run_name(cfg: RunConfig) -> str:
     """A readable, unique default name: space-quantizer-shape-seed-confighash."""
     q = cfg.quantizer
-    digest = stable_hash(cfg.model_dump(mode="json", exclude={"name"}), 6)
+    digest = stable_hash(cfg.model_dump(mode="json", exclude=IDENTITY_EXCLUDE), 6)
     return f"{cfg.embedding.space}-{q.name}-{q.levels}x{q.codebook_size}-s{cfg.seed}-{digest}"
 
 
@@ -77,6 +78,11 @@ def set_threads(n: int | None) -> None:
 def generator_seed(cfg: RunConfig) -> int:
     """The generator's seed: ``train.seed`` when set, else the run seed."""
     return cfg.seed if cfg.train.seed is None else cfg.train.seed
+
+
+def quantizer_seed(cfg: RunConfig) -> int:
+    """The quantizer's seed: ``quantizer.seed`` when set, else the run seed."""
+    return cfg.seed if cfg.quantizer.seed is None else cfg.quantizer.seed
 
 
 @dataclass
@@ -135,26 +141,18 @@ def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
     return state.run.stage("splits", material, build, force)
 
 
-# Spaces assembled from the search and rec spaces: those are built (or reused) as embedding
-# stages of their own first, so a grid that also has the search or rec cell trains them once.
-COMPOSITE_SPACES = {
-    "separate": ("search", "rec"),
-    "fused-concat": ("search", "rec"),
-    "fused-svd": ("search", "rec"),
-}
-
-
 def _embedding_material(state: PipelineState, emb: EmbeddingConfig) -> dict:
     return {
         "splits": state.stages["splits"].key,
         "embedding": emb.model_dump(mode="json"),
         # content embeddings train nothing: every seed shares them
-        "seed": None if emb.space == "content" else state.cfg.seed,
+        "seed": state.cfg.seed if SPACES.get(emb.space).seeded else None,
     }
 
 
 def _embedding_stage(
     state: PipelineState,
+    name: str,
     emb: EmbeddingConfig,
     force: bool,
     components: dict[str, Path] | None = None,
@@ -164,25 +162,30 @@ def _embedding_stage(
         splits = Splits.load(state.path("splits"))
         return build_embeddings(emb, dataset, splits, out, state.cfg.seed, components)
 
-    return state.run.stage("embeddings", _embedding_material(state, emb), build, force)
+    return state.run.stage(name, _embedding_material(state, emb), build, force)
 
 
 def stage_embeddings(state: PipelineState, force: bool = False) -> StageResult:
+    """The run's embedding space; a composite one builds (or reuses) its component spaces
+    first, each as a stage of its own (``embeddings/search``, ``embeddings/rec``), so a grid
+    that also has the search or rec cell trains them once."""
     emb = state.cfg.embedding
     components: dict[str, Path] = {}
     if force or not state.run.is_cached("embeddings", _embedding_material(state, emb)):
-        for part in COMPOSITE_SPACES.get(emb.space, ()):
+        for part in SPACES.get(emb.space).components:
             part_cfg = emb.model_copy(update={"space": part})
-            components[part] = _embedding_stage(state, part_cfg, force).path
-    return _embedding_stage(state, emb, force, components)
+            name = f"embeddings/{part}"
+            components[part] = _embedding_stage(state, name, part_cfg, force).path
+    return _embedding_stage(state, "embeddings", emb, force, components)
 
 
 def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
     cfg = state.cfg
+    seed = quantizer_seed(cfg)
     material = {
         "embeddings": state.stages["embeddings"].key,
-        "quantizer": cfg.quantizer.model_dump(mode="json"),
-        "seed": cfg.seed,
+        "quantizer": cfg.quantizer.model_dump(mode="json", exclude={"seed"}),
+        "seed": seed,
     }
 
     def build(out: Path) -> dict:
@@ -192,20 +195,12 @@ def stage_ids(state: PipelineState, force: bool = False) -> StageResult:
             cfg.quantizer,
             artifact.spaces,
             out,
-            cfg.seed,
+            seed,
             item_titles=items["title"].to_list(),
             item_ids=items["item_id"].to_numpy(),
         )
 
     return state.run.stage("ids", material, build, force)
-
-
-def _task_spaces(space_names: list[str]) -> dict[str, str]:
-    if "item" in space_names:
-        return {"search": "item", "rec": "item"}
-    if {"search", "rec"} <= set(space_names):
-        return {"search": "search", "rec": "rec"}
-    raise ConfigError(f"ids: cannot map tasks to ID spaces {space_names}")
 
 
 def indexing_texts(items: pl.DataFrame, variant: str) -> list[str]:
@@ -272,18 +267,18 @@ def text_encoder_name(cfg: RunConfig) -> str | None:
     """The text-t5 encoder's name when it is a named (shipped) one, else None."""
     if cfg.model.text_encoder:
         return cfg.model.text_encoder
-    if cfg.embedding.space == "content":
+    text_encoder = SPACES.get(cfg.embedding.space).text_encoder
+    if text_encoder == "named":
         return cfg.embedding.encoder
-    return "minilm" if cfg.embedding.space == "rec" else None
+    return "minilm" if text_encoder == "none" else None
 
 
 def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult:
     """Sentence vectors of the generator's training texts (text-t5): computed once, shared by
     every generator trained on the same texts with the same encoder (seeds, sizes, recipes)."""
     cfg = state.cfg
-    encoder = cfg.model.text_encoder or (
-        "minilm" if cfg.embedding.space == "rec" else state.stages["embeddings"].key
-    )
+    no_encoder = SPACES.get(cfg.embedding.space).text_encoder == "none"
+    encoder = cfg.model.text_encoder or ("minilm" if no_encoder else state.stages["embeddings"].key)
     material = {
         "data": state.stages["data"].key,
         "splits": state.stages["splits"].key,
@@ -356,7 +351,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             text = FrozenTextEncoder(encoder_path)
             vectors = np.load(text_stage.path / "vectors.npy").astype(np.float32)
             # the word pieces are unused by text-t5 (texts go through the sentence encoder)
-            tokenizer = train_text_tokenizer(items["title"].fill_null("").to_list(), 500)
+            tokenizer: Any = train_text_tokenizer(items["title"].fill_null("").to_list(), 500)
         else:
             tokenizer = pretrained_tokenizer(cfg.model, encoder_path)
         if tokenizer is None:
@@ -368,7 +363,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         vocab = SemanticVocab.build(
             tokenizer,
             {name: s.cardinalities for name, s in spaces.items()},
-            _task_spaces(list(spaces)),
+            task_spaces(list(spaces)),
         )
         encoder = InputEncoder(
             vocab,
@@ -386,7 +381,7 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
         )
         examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
-        device = resolve_device(cfg.train.device)
+        device = resolve_device(cfg.train.device, "train.device")
         model = build_model(
             cfg.model,
             len(vocab),
@@ -400,10 +395,13 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
             init_id_rows(model, vocab, _id_vectors(spaces, artifact, cfg.model.d_model, seed))
         skip_scale = None
         if text_stage is not None and cfg.model.text_skip:
-            from semid.generative.textmodel import init_text_skip, pca_axes
+            from semid.generative.textmodel import TextConditionedT5, init_text_skip, pca_axes
+
+            assert isinstance(model, TextConditionedT5) and vectors is not None
 
             space = vocab.space_for("search")
             emb = artifact.spaces.get(space.name, artifact.spaces.get("item"))
+            assert emb is not None, f"no embeddings for the {space.name} ID space"
             skip_scale = init_text_skip(
                 model,
                 pca_axes(emb, cfg.model.d_model, seed),
@@ -657,16 +655,7 @@ def finalize_run(state: PipelineState) -> None:
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(state.path("model"), model_dir, ignore=shutil.ignore_patterns("_stage.json"))
-    tokens = {}
-    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
-        read = (
-            state.run.manifest["stages"].get(stage, {}).get("facts", {}).get("search_tokens_read")
-        )
-        if read:
-            tokens[method] = read
-    if "bm25" in metrics:
-        tokens["bm25"] = "all"
-    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"), tokens)
+    write_run_report(run_dir, state.cfg, state.run.manifest, metrics, state.path("ids"))
 
 
 def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:
@@ -700,7 +689,7 @@ def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -
     artifact = load_embeddings(paths["embeddings"])
     query_vectors = artifact.encode_queries(inputs.queries)
     if query_vectors is not None:
-        space = "item" if "item" in artifact.spaces else "search"
+        space = task_spaces(artifact.spaces)["search"]
         ranked = knn(artifact.spaces[space], query_vectors, cfg.eval.beam_size)
         dense, frame = score(
             "dense", "search", ranked, inputs.query_targets, cfg.eval.ks, inputs.queries

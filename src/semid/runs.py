@@ -36,6 +36,23 @@ DONE_FILE = "_stage.json"
 STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
 
 
+def stage_kind(name: str) -> str:
+    """The cache folder a stage name builds into: ``embeddings/search`` -> ``embeddings``.
+
+    A stage that builds a component of another (a composite embedding space builds the search
+    and rec spaces first) is named ``<kind>/<component>``: it has its own entry in the manifest
+    and for the grid scheduler, and shares its cache folder with the plain stage of that kind
+    (same key, same folder), so the components are reused by the cells that have them as their
+    own space.
+    """
+    return name.split("/", 1)[0]
+
+
+def stage_folder(cache_dir: Path, name: str, key: str) -> Path:
+    """Where stage ``name`` with ``key`` lives in the cache."""
+    return Path(cache_dir) / stage_kind(name) / key
+
+
 # Distributions whose versions decide a run's numbers (recorded in manifest.json). A tuple lists
 # alternative distribution names of one library (the first installed one is recorded).
 LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -127,7 +144,7 @@ class Run:
 
     def is_cached(self, name: str, key_material: dict[str, Any]) -> bool:
         """Whether stage ``name`` with these inputs is already built in the cache."""
-        return (self.cache_dir / name / stable_hash(key_material) / DONE_FILE).exists()
+        return (stage_folder(self.cache_dir, name, stable_hash(key_material)) / DONE_FILE).exists()
 
     def stage(
         self,
@@ -141,6 +158,7 @@ class Run:
 
         ``build`` writes its files into the temporary folder it is given and may return a dict
         of facts to record (losses, sizes); the folder is moved into place only on success.
+        ``name`` is unique within a run (see :func:`stage_kind` for component stages).
         Temporary folders that killed attempts left are removed first; training loops inside
         ``build`` checkpoint into :func:`semid.checkpoint.checkpoint_dir` and resume from it.
 
@@ -150,7 +168,7 @@ class Run:
         folder they must leave empty.
         """
         key = stable_hash(key_material)
-        path = self.cache_dir / name / key
+        path = stage_folder(self.cache_dir, name, key)
         # every process must take the same branch: rank 0's view of the cache decides
         cached = distributed.agree((path / DONE_FILE).exists() and not force)
         if cached:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import polars as pl
@@ -125,7 +125,7 @@ class SemidModel:
     def item(self, item_id: int) -> dict[str, Any]:
         """One catalogue item as a dict, with its semantic ID in every ID space."""
         row = int(self.item_rows([item_id])[0])
-        record = {
+        record: dict[str, Any] = {
             col: self.items[col][row]
             for col in ("item_id", "title", "year", "genres", "tags")
             if col in self.items.columns
@@ -236,7 +236,7 @@ class SemidModel:
         elif task == "rec":
             if any(not len(h) for h in inputs):
                 raise DataError("empty history")
-            histories = [self.item_rows(h).tolist() for h in inputs]
+            histories = [self.item_rows(cast(Sequence[int], h)).tolist() for h in inputs]
             if exact:
                 tokens = retriever.inputs.history(histories)
                 item_tokens = retriever.history_tokens(histories)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from semid.data.ambiguity import query_ambiguity
 from semid.data.config import DataConfig, QueryConfig
 from semid.data.dataset import Dataset, Splits
-from semid.data.importer import build_dataset, import_catalogue, load_internal, read_table
+from semid.data.importer import build_dataset, import_catalogue, load_internal
 from semid.data.movielens import MOVIELENS_NAMES, detect_layout, load_movielens, resolve_path
 from semid.data.queries import (
     QueryGenerator,
@@ -23,6 +24,7 @@ from semid.data.queries import (
     register_query_generator,
 )
 from semid.data.splits import leave_last_out, make_splits, order_ties, split_queries, tie_stats
+from semid.data.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     """
     start = time.perf_counter()
     layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
-    options = {
+    options: dict[str, Any] = {
         "rating_threshold": cfg.rating_threshold,
         "max_items": cfg.max_items,
         "max_users": cfg.max_users,

@@ -99,7 +99,7 @@ def query_ambiguity(
         return out
     m = held["m"].to_numpy().astype(np.float64)
     out["shared"] = float(np.mean(m > 1))
-    out["shared_with_train"] = float(held["train_other"].mean())
+    out["shared_with_train"] = float(held.select(pl.col("train_other").mean()).item())
     out["items_per_text_median"] = float(np.median(m))
     out["items_per_text_mean"] = float(np.mean(m))
     out["max_items_per_text"] = int(m.max())

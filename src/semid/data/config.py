@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DataConfig(BaseModel):
@@ -45,8 +44,10 @@ class QueryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["template", "file"] = Field(
-        "template", description="template: offline generator; file: a JSONL query file."
+    source: str = Field(
+        "template",
+        description="template: offline generator; file: a JSONL query file; or any "
+        "registered query generator (semid.data.queries.QUERY_GENERATORS).",
     )
     file: Path | None = Field(
         None, description='JSONL file of {"query": str, "movieId": int} (source=file).'
@@ -75,3 +76,10 @@ class QueryConfig(BaseModel):
         description="Template queries with specific=true: a non-title query's attribute "
         "combination matches at most this many catalogue items.",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        from semid.data.queries import QUERY_GENERATORS
+
+        return value if value == "file" else QUERY_GENERATORS.validate(value)

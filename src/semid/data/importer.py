@@ -16,15 +16,27 @@ date/datetime), optional ``rating`` (float).
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from semid.data.dataset import Dataset
+from semid.data.tables import (
+    ROW_INDEX,
+    ProblemLog,
+    Source,
+    check_columns,
+    empty_lists,
+    first_line,
+    float_column,
+    integer_column,
+    nulls,
+    read_table,
+    string_list_column,
+    text_column,
+    timestamp_column,
+)
 from semid.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -37,381 +49,27 @@ INTERACTION_REQUIRED = ("user_id", "item_id", "timestamp")
 INTERACTION_OPTIONAL = ("rating",)
 INTERACTION_COLUMNS = INTERACTION_REQUIRED + INTERACTION_OPTIONAL
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
-_ROW = "_row"
-_EXAMPLES_PER_CHECK = 10
-_LISTED = 100
-
-
-@dataclass
-class Source:
-    """How a table is named in error messages: its file and the file's own column names."""
-
-    name: str
-    columns: Mapping[str, str] = field(default_factory=dict)
-
-    def column(self, name: str) -> str:
-        return self.columns.get(name, name)
-
-
-@dataclass
-class Problem:
-    """One thing wrong with an input file."""
-
-    file: str
-    location: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.message}" if self.location else self.message
-
-
-class ProblemLog:
-    """Collect every problem of a set of files, then raise them as one :class:`DataError`."""
-
-    def __init__(self) -> None:
-        self.examples: list[Problem] = []
-        self.counts: dict[str, int] = {}
-
-    def add(self, file: str, location: str, message: str) -> None:
-        """Record one problem."""
-        self.counts[file] = self.counts.get(file, 0) + 1
-        self.examples.append(Problem(file, location, message))
-
-    def add_rows(
-        self,
-        frame: pl.DataFrame,
-        mask: pl.Expr | pl.Series,
-        source: Source,
-        column: str,
-        message: pl.Expr | str,
-    ) -> int:
-        """Record a problem for every row of ``frame`` where ``mask`` holds.
-
-        Rows are counted in full; only the first few are formatted, so a file with a million bad
-        rows costs no more than one with ten.
-        """
-        flagged = frame.filter(_as_expr(mask).fill_null(False))
-        if flagged.height == 0:
-            return 0
-        self.counts[source.name] = self.counts.get(source.name, 0) + flagged.height
-        shown = flagged.head(_EXAMPLES_PER_CHECK).select(_ROW, _as_expr(message).alias("_msg"))
-        for row, msg in shown.iter_rows():
-            where = f"row {row + 1} column {source.column(column)}"
-            self.examples.append(Problem(source.name, where, msg))
-        hidden = flagged.height - min(flagged.height, _EXAMPLES_PER_CHECK)
-        if hidden:
-            self.examples.append(
-                Problem(
-                    source.name, f"column {source.column(column)}", f"... {hidden} more such rows"
-                )
-            )
-        return flagged.height
-
-    def __bool__(self) -> bool:
-        return bool(self.counts)
-
-    def raise_if_any(self) -> None:
-        """Raise one DataError: a summary line, then every recorded problem on its own line."""
-        if not self:
-            return
-        total = sum(self.counts.values())
-        plural = "s" if total != 1 else ""
-        if len(self.counts) == 1:
-            (name,) = self.counts
-            head = f"{name}: {total} problem{plural}"
-            shown = [str(p) for p in self.examples[:3]]
-        else:
-            per_file = ", ".join(f"{name}: {n}" for name, n in self.counts.items())
-            head = f"{total} problem{plural} ({per_file})"
-            shown = [f"{p.file} {p}" for p in self.examples[:3]]
-        first = head + ": " + "; ".join(shown) + ("; ..." if len(self.examples) > 3 else "")
-        lines = [first]
-        if len(self.examples) > 1:
-            lines += [f"  {p.file} {p}" for p in self.examples[:_LISTED]]
-            if len(self.examples) > _LISTED:
-                lines.append(f"  ... and {len(self.examples) - _LISTED} more")
-        raise DataError("\n".join(lines))
-
-
-def _nulls(name: str, n: int, dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
-    return pl.repeat(None, n, dtype=dtype, eager=True).alias(name)
-
-
-def _empty_lists(name: str, n: int) -> pl.Series:
-    return pl.repeat(pl.lit([], dtype=pl.List(pl.String)), n, eager=True).alias(name)
-
-
-def _as_expr(value: pl.Expr | pl.Series | str) -> pl.Expr | pl.Series:
-    return pl.lit(value) if isinstance(value, str) else value
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def read_table(path: Path) -> pl.DataFrame:
-    """Read a CSV/TSV (every column as text, validated later) or Parquet table."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pl.read_parquet(path)
-        if suffix in (".csv", ".tsv"):
-            return pl.read_csv(
-                path,
-                separator="\t" if suffix == ".tsv" else ",",
-                infer_schema=False,
-            )
-    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        kind = "Parquet" if suffix == ".parquet" else "CSV"
-        detail = _first_line(exc)
-        if suffix != ".parquet":
-            detail = locate_csv_problem(path, "\t" if suffix == ".tsv" else ",") or detail
-        raise DataError(f"{path}: cannot read as {kind} ({detail})") from exc
-    raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
-
-
-def locate_csv_problem(path: Path, separator: str) -> str | None:
-    """The first line whose field count differs from the header's (streamed; error path only)."""
-    try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-            reader = csv.reader(fh, delimiter=separator, strict=True)
-            header = next(reader, None)
-            if header is None:
-                return "empty file"
-            for row in reader:
-                if row and len(row) != len(header):
-                    return (
-                        f"line {reader.line_num}: {len(row)} fields, the header has {len(header)}"
-                    )
-    except csv.Error as exc:
-        return f"line {reader.line_num}: {exc}"
-    return None
-
-
-def find_table(folder: Path, stem: str) -> Path | None:
-    """``folder/stem.{parquet,csv,tsv}``, whichever exists first."""
-    for suffix in (".parquet", ".csv", ".tsv"):
-        candidate = Path(folder) / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-# ----------------------------------------------------------------------------- column checks
-
-
-def _check_columns(
-    frame: pl.DataFrame,
-    source: Source,
-    required: tuple[str, ...],
-    known: tuple[str, ...],
-    log_: ProblemLog,
-    any_of: tuple[str, ...] = (),
-) -> bool:
-    """Record missing and unknown columns; True when the table can be validated further."""
-    present = set(frame.columns)
-    expected = ", ".join(source.column(c) for c in known)
-    missing = [c for c in required if c not in present]
-    ok = True
-    if missing:
-        names = ", ".join(source.column(c) for c in missing)
-        log_.add(source.name, "", f"missing column(s) {names} (expected: {expected})")
-        ok = False
-    if any_of and not present & set(any_of):
-        names = " or ".join(source.column(c) for c in any_of)
-        log_.add(source.name, "", f"missing column {names} (expected: {expected})")
-        ok = False
-    unknown = [c for c in frame.columns if c not in known and c != _ROW]
-    if unknown:
-        log_.add(
-            source.name,
-            "",
-            f"unknown column(s) {', '.join(unknown)} (expected: {expected}; drop or rename them)",
-        )
-        ok = False
-    return ok
-
-
-def _parse_text(
-    frame: pl.DataFrame,
-    name: str,
-    dtype: pl.DataType,
-    problem: str,
-    source: Source,
-    log_: ProblemLog,
-) -> pl.Series:
-    """Text column ``name`` cast to ``dtype`` after stripping; logs every unparseable value."""
-    stripped = frame[name].str.strip_chars()
-    out = stripped.cast(dtype, strict=False)
-    given = stripped.is_not_null() & (stripped != "")
-    log_.add_rows(
-        frame, given & out.is_null(), source, name, pl.format(f"{problem}: '{{}}'", pl.col(name))
-    )
-    return out
-
-
-def _integer(
-    frame: pl.DataFrame, name: str, source: Source, log_: ProblemLog, *, required: bool
-) -> pl.Series:
-    """Column ``name`` as Int64; records missing values and values that are not integers."""
-    col = frame[name]
-    dtype = col.dtype
-    if dtype.is_integer():
-        out = col.cast(pl.Int64)
-    elif dtype.is_float():
-        out = col.cast(pl.Int64, strict=False)
-        bad = col.is_not_null() & (col.is_nan() | (col != col.floor()) | out.is_null())
-        log_.add_rows(
-            frame, bad, source, name, pl.format("not an integer: {}", pl.col(name).cast(pl.String))
-        )
-        out = out.set(bad, None) if bad.any() else out
-    elif dtype == pl.String:
-        out = _parse_text(frame, name, pl.Int64, "not an integer", source, log_)
-    elif dtype == pl.Null:
-        out = _nulls(name, frame.height, pl.Int64)
-    else:
-        log_.add(source.name, f"column {source.column(name)}", f"expected integers, got {dtype}")
-        return _nulls(name, frame.height, pl.Int64)
-    if required:
-        missing = (
-            col.is_null() if dtype != pl.String else col.is_null() | (col.str.strip_chars() == "")
-        )
-        log_.add_rows(frame, missing, source, name, "missing value")
-    return out.rename(name)
-
-
-def _float(frame: pl.DataFrame, name: str, source: Source, log_: ProblemLog) -> pl.Series:
-    col = frame[name]
-    if col.dtype.is_numeric():
-        return col.cast(pl.Float32)
-    if col.dtype == pl.String:
-        return _parse_text(frame, name, pl.Float32, "not a number", source, log_)
-    if col.dtype == pl.Null:
-        return col.cast(pl.Float32)
-    log_.add(source.name, f"column {source.column(name)}", f"expected numbers, got {col.dtype}")
-    return _nulls(name, frame.height, pl.Float32)
-
-
-def _timestamp(frame: pl.DataFrame, source: Source, log_: ProblemLog) -> pl.Series:
-    """Unix seconds from integers, floats, datetimes, dates or ISO-8601 text."""
-    col = frame["timestamp"]
-    dtype = col.dtype
-    if dtype.is_integer():
-        out = col.cast(pl.Int64)
-    elif dtype.is_float():
-        out = col.floor().cast(pl.Int64, strict=False)
-    elif isinstance(dtype, pl.Datetime):
-        out = col.dt.epoch("s")
-    elif dtype == pl.Date:
-        out = col.cast(pl.Datetime("us")).dt.epoch("s")
-    elif dtype == pl.String:
-        stripped = col.str.strip_chars()
-        as_int = stripped.cast(pl.Int64, strict=False)
-        as_float = stripped.cast(pl.Float64, strict=False).floor().cast(pl.Int64, strict=False)
-        out = as_int.fill_null(as_float)
-        rest = out.is_null() & stripped.is_not_null() & (stripped != "")
-        if rest.any():
-            parsed = _parse_datetimes(stripped.filter(rest))
-            out = out.scatter(rest.arg_true(), parsed)
-        given = stripped.is_not_null() & (stripped != "")
-        log_.add_rows(
-            frame,
-            given & out.is_null(),
-            source,
-            "timestamp",
-            pl.format("unparseable timestamp '{}'", pl.col("timestamp")),
-        )
-    else:
-        log_.add(
-            source.name,
-            f"column {source.column('timestamp')}",
-            f"expected unix seconds or dates, got {dtype}",
-        )
-        return _nulls("timestamp", frame.height, pl.Int64)
-    log_.add_rows(
-        frame,
-        col.is_null() if dtype != pl.String else col.is_null() | (col.str.strip_chars() == ""),
-        source,
-        "timestamp",
-        "missing value",
-    )
-    return out.rename("timestamp")
-
-
-def _parse_datetimes(text: pl.Series) -> pl.Series:
-    """Seconds since the epoch for ISO dates/datetimes; null where nothing parses."""
-    out = _nulls("timestamp", text.len(), pl.Int64)
-    formats = (None, "%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M:%S%.f",
-               "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")  # fmt: skip
-    for fmt in formats:
-        todo = out.is_null()
-        if not todo.any():
-            break
-        try:
-            parsed = text.filter(todo).str.to_datetime(format=fmt, strict=False, time_unit="us")
-        except pl.exceptions.PolarsError:
-            continue
-        if parsed.dtype.time_zone is not None:  # type: ignore[union-attr]
-            parsed = parsed.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        out = out.scatter(todo.arg_true(), parsed.dt.epoch("s"))
-    return out
-
-
-def _text(frame: pl.DataFrame, name: str) -> pl.Series:
-    col = frame[name]
-    if col.dtype != pl.String:
-        col = col.cast(pl.String, strict=False)
-    col = col.str.strip_chars()
-    return col.set(col == "", None) if (col == "").any() else col
-
-
-def _string_list(frame: pl.DataFrame, name: str, source: Source, log_: ProblemLog) -> pl.Series:
-    """A list[str] column from a list column or a ``|``-separated string column."""
-    col = frame[name]
-    if isinstance(col.dtype, pl.List):
-        col = col.cast(pl.List(pl.String), strict=False)
-    elif col.dtype == pl.String:
-        col = col.str.split("|")
-    elif col.dtype == pl.Null:
-        col = _empty_lists(name, frame.height)
-    else:
-        log_.add(
-            source.name,
-            f"column {source.column(name)}",
-            f"expected a list of strings or '|'-separated text, got {col.dtype}",
-        )
-        return _empty_lists(name, frame.height)
-    return col.fill_null([]).rename(name)
-
 
 # ----------------------------------------------------------------------------- the common path
 
 
 def _clean_items(items: pl.DataFrame, source: Source, log_: ProblemLog) -> pl.DataFrame | None:
-    items = items.with_row_index(_ROW)
-    if not _check_columns(items, source, ITEM_REQUIRED, ITEM_COLUMNS, log_, ITEM_TEXT_SOURCES):
+    items = items.with_row_index(ROW_INDEX)
+    if not check_columns(items, source, ITEM_REQUIRED, ITEM_COLUMNS, log_, ITEM_TEXT_SOURCES):
         return None
-    item_id = _integer(items, "item_id", source, log_, required=True)
+    item_id = integer_column(items, "item_id", source, log_, required=True)
     if item_id.is_duplicated().any():
-        checked = items.with_columns(item_id, pl.col(_ROW).min().over(item_id).alias("_first"))
+        checked = items.with_columns(item_id, pl.col(ROW_INDEX).min().over(item_id).alias("_first"))
         log_.add_rows(
             checked,
-            pl.col("item_id").is_not_null() & (pl.col(_ROW) != pl.col("_first")),
+            pl.col("item_id").is_not_null() & (pl.col(ROW_INDEX) != pl.col("_first")),
             source,
             "item_id",
             pl.format("duplicate id {} (first at row {})", pl.col("item_id"), pl.col("_first") + 1),
         )
-    columns: dict[str, pl.Series] = {_ROW: items[_ROW], "item_id": item_id}
-    title = _text(items, "title") if "title" in items.columns else None
-    text = _text(items, "text") if "text" in items.columns else None
+    columns: dict[str, pl.Series] = {ROW_INDEX: items[ROW_INDEX], "item_id": item_id}
+    title = text_column(items, "title") if "title" in items.columns else None
+    text = text_column(items, "text") if "text" in items.columns else None
     if text is None:
         assert title is not None
         log_.add_rows(items, title.is_null(), source, "title", "empty title")
@@ -423,22 +81,24 @@ def _clean_items(items: pl.DataFrame, source: Source, log_: ProblemLog) -> pl.Da
             items, title.is_null() & text.is_null(), source, "text", "empty text and title"
         )
     columns["title"] = title.rename("title")
-    columns["text"] = (
-        text if text is not None else _nulls("text", items.height, pl.String)
-    ).rename("text")
+    columns["text"] = (text if text is not None else nulls("text", items.height, pl.String)).rename(
+        "text"
+    )
     if "year" in items.columns:
-        year = _integer(items, "year", source, log_, required=False)
+        year = integer_column(items, "year", source, log_, required=False)
     else:
-        year = _nulls("year", items.height, pl.Int64)
+        year = nulls("year", items.height, pl.Int64)
     columns["year"] = year.cast(pl.Int32, strict=False)
     for name in ("genres", "tags"):
         if name in items.columns:
-            columns[name] = _string_list(items, name, source, log_)
+            columns[name] = string_list_column(items, name, source, log_)
         else:
-            columns[name] = _empty_lists(name, items.height)
+            columns[name] = empty_lists(name, items.height)
     for name in ("category", "description"):
         columns[name] = (
-            _text(items, name) if name in items.columns else _nulls(name, items.height, pl.String)
+            text_column(items, name)
+            if name in items.columns
+            else nulls(name, items.height, pl.String)
         ).rename(name)
     return pl.DataFrame(columns)
 
@@ -446,20 +106,20 @@ def _clean_items(items: pl.DataFrame, source: Source, log_: ProblemLog) -> pl.Da
 def _clean_interactions(
     interactions: pl.DataFrame, source: Source, log_: ProblemLog
 ) -> pl.DataFrame | None:
-    interactions = interactions.with_row_index(_ROW)
-    if not _check_columns(interactions, source, INTERACTION_REQUIRED, INTERACTION_COLUMNS, log_):
+    interactions = interactions.with_row_index(ROW_INDEX)
+    if not check_columns(interactions, source, INTERACTION_REQUIRED, INTERACTION_COLUMNS, log_):
         return None
     rating = (
-        _float(interactions, "rating", source, log_)
+        float_column(interactions, "rating", source, log_)
         if "rating" in interactions.columns
-        else _nulls("rating", interactions.height, pl.Float32)
+        else nulls("rating", interactions.height, pl.Float32)
     )
     return pl.DataFrame(
         {
-            _ROW: interactions[_ROW],
-            "user_id": _integer(interactions, "user_id", source, log_, required=True),
-            "item_id": _integer(interactions, "item_id", source, log_, required=True),
-            "timestamp": _timestamp(interactions, source, log_),
+            ROW_INDEX: interactions[ROW_INDEX],
+            "user_id": integer_column(interactions, "user_id", source, log_, required=True),
+            "item_id": integer_column(interactions, "item_id", source, log_, required=True),
+            "timestamp": timestamp_column(interactions, source, log_),
             "rating": rating.rename("rating"),
         }
     )
@@ -620,7 +280,7 @@ def _normalise(
     if not _chronological(interactions):  # a saved dataset is already in order: skip the sort
         # ties (same user and timestamp) in item order, not file order; the split stage then
         # orders them by a seeded hash (semid.data.splits.order_ties)
-        interactions = interactions.sort(["user_id", "timestamp", "item_idx", "rating", _ROW])
+        interactions = interactions.sort(["user_id", "timestamp", "item_idx", "rating", ROW_INDEX])
     interactions = interactions.select(
         "user_id", "item_idx", "timestamp", pl.col("rating").cast(pl.Float32)
     )
@@ -715,7 +375,7 @@ def load_internal(
         items = pl.read_parquet(items_file)
         interactions = pl.read_parquet(inter_file)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{folder}: cannot read the saved dataset ({_first_line(exc)})") from exc
+        raise DataError(f"{folder}: cannot read the saved dataset ({first_line(exc)})") from exc
     expected_inter = {"user_id", "item_idx", "timestamp"}
     if not expected_inter <= set(interactions.columns):
         missing = ", ".join(sorted(expected_inter - set(interactions.columns)))

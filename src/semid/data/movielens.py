@@ -33,14 +33,8 @@ import polars as pl
 
 import semid
 from semid.data.dataset import Dataset
-from semid.data.importer import (
-    ProblemLog,
-    Source,
-    build_dataset,
-    find_table,
-    is_internal_folder,
-    locate_csv_problem,
-)
+from semid.data.importer import build_dataset, is_internal_folder
+from semid.data.tables import ProblemLog, Source, find_table, locate_csv_problem
 from semid.errors import DataError
 
 MOVIELENS_NAMES = ("ml-latest-small", "ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m")

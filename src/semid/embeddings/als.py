@@ -6,18 +6,17 @@ Items absent from every training sequence get a zero vector under ALS.
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from semid.embeddings.collaborative import UserItemScorer
-from semid.embeddings.enmf import interaction_matrix
-from semid.errors import ConfigError, DataError
+from semid.embeddings.collaborative import CollaborativeEmbedder
+from semid.errors import ConfigError
 
 
-class ImplicitMF(UserItemScorer):
+class ImplicitMF(CollaborativeEmbedder):
     """Matrix factorisation of the binary user x item matrix with ``implicit``.
 
     Parameters
@@ -50,6 +49,7 @@ class ImplicitMF(UserItemScorer):
 
     def __init__(
         self,
+        *,
         model: str = "als",
         dim: int = 64,
         epochs: int = 15,
@@ -68,25 +68,26 @@ class ImplicitMF(UserItemScorer):
         self.random_state = random_state
         self.progress = progress
 
-    def fit(self, sequences: Sequence[Sequence[int]], n_items: int) -> ImplicitMF:
-        """Train on users' item sequences (one row per user; order is ignored)."""
+    @property
+    def _label(self) -> str:
+        return self.model
+
+    def _check_params(self) -> None:
         try:
-            from implicit.cpu.als import AlternatingLeastSquares
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
+            import implicit  # noqa: F401
         except ImportError as exc:
             raise ConfigError(
                 f"embedding.rec_model={self.model}: needs the package implicit "
                 "(pip install 'semid[als]' or pip install implicit)"
             ) from exc
-        from threadpoolctl import threadpool_limits
-
         if self.model not in ("als", "bpr"):
             raise ConfigError(f"embedding.rec_model={self.model}: expected 'als' or 'bpr'")
-        if len(sequences) == 0:
-            raise DataError(f"{self.model}: no training sequences")
-        start = time.perf_counter()
-        matrix = interaction_matrix(sequences, n_items)
-        self.loss_curve_ = []
+
+    def _fit_matrix(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from threadpoolctl import threadpool_limits
+
         # implicit warns about OpenBLAS threads on construction; they are limited to 1 here
         with warnings.catch_warnings(), threadpool_limits(1, "blas"):
             warnings.filterwarnings("ignore", message=".*OpenBLAS.*", category=RuntimeWarning)
@@ -100,8 +101,8 @@ class ImplicitMF(UserItemScorer):
                     random_state=self.random_state,
                 )
 
-                def record(iteration, elapsed, loss):
-                    self.loss_curve_.append(round(float(loss), 6))
+                def record(*progress: Any) -> None:  # (iteration, elapsed, loss)
+                    self.loss_curve_.append(round(float(progress[2]), 6))
             else:
                 estimator = BayesianPersonalizedRanking(
                     factors=max(1, self.dim - 1),
@@ -111,13 +112,8 @@ class ImplicitMF(UserItemScorer):
                     random_state=self.random_state,
                 )
 
-                def record(epoch, elapsed, correct, skipped):
-                    self.loss_curve_.append(round(float(correct) / max(matrix.nnz, 1), 6))
+                def record(*progress: Any) -> None:  # (epoch, elapsed, correct, skipped)
+                    self.loss_curve_.append(round(float(progress[2]) / max(matrix.nnz, 1), 6))
 
             estimator.fit(matrix, show_progress=self.progress, callback=record)
-        self.item_embeddings_ = np.ascontiguousarray(estimator.item_factors, dtype=np.float32)
-        self.user_embeddings_ = np.ascontiguousarray(estimator.user_factors, dtype=np.float32)
-        self.n_items_without_interactions_ = int(n_items - np.unique(matrix.indices).size)
-        self.epochs_ = self.epochs
-        self.seconds_ = time.perf_counter() - start
-        return self
+        return estimator.user_factors, estimator.item_factors

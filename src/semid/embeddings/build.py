@@ -24,26 +24,20 @@ import numpy as np
 import polars as pl
 
 from semid.data.dataset import Dataset, Splits
+from semid.device import resolve_device
 from semid.embeddings.config import EmbeddingConfig
-from semid.embeddings.content import ContentEmbedder
 from semid.embeddings.encoders import (
     encode_texts,
     load_sentence_encoder,
-    resolve_device,
     resolve_encoder,
 )
-from semid.embeddings.fused import FusedSVD, fuse_concat, l2_normalize, pad_search, project_search
-from semid.embeddings.multitask import cooccurrence_pairs, item_pair_set
-from semid.embeddings.search import ContrastiveTuner, search_pairs
+from semid.embeddings.fused import l2_normalize, pad_search, project_search
+from semid.embeddings.spaces import SPACES, SpaceInputs
 from semid.errors import ConfigError, DataError
 from semid.io import read_json, write_json, write_npy
 
 log = logging.getLogger(__name__)
 
-TEXT_SPACES = ("content", "search", "separate", "fused-concat", "fused-svd", "multitask")
-TUNED_SPACES = ("search", "separate", "fused-concat", "fused-svd")
-REC_SPACES = ("rec", "separate", "fused-concat", "fused-svd")
-USER_SPACES = {"rec": "item", "separate": "rec"}  # spaces whose user vectors score an ID space
 META_FILE = "meta.json"
 ENCODER_DIR = "encoder"
 
@@ -85,21 +79,6 @@ def data_hash(texts: list[str], splits: Splits, sequences: list[list[int]]) -> s
     return digest.hexdigest()[:16]
 
 
-def _tuner(cfg: EmbeddingConfig, seed: int) -> ContrastiveTuner:
-    return ContrastiveTuner(
-        encoder=cfg.encoder,
-        epochs=cfg.tune_epochs,
-        max_steps=cfg.tune_max_steps,
-        batch_size=cfg.tune_batch_size,
-        lr=cfg.tune_lr,
-        warmup_ratio=cfg.tune_warmup_ratio,
-        max_seq_length=cfg.tune_max_seq_length,
-        scale=cfg.tune_scale,
-        device=cfg.device,
-        random_state=seed,
-    )
-
-
 def rec_estimator(cfg: EmbeddingConfig, seed: int):
     """The collaborative model named by ``cfg.rec_model``, unfitted."""
     if cfg.rec_model == "enmf":
@@ -112,7 +91,7 @@ def rec_estimator(cfg: EmbeddingConfig, seed: int):
             lr=cfg.rec_lr,
             batch_size=cfg.rec_batch_size,
             dropout=cfg.rec_dropout,
-            device=str(resolve_device(cfg.device)),
+            device=str(resolve_device(cfg.device, "embedding.device")),
             random_state=seed,
         )
     from semid.embeddings.als import ImplicitMF
@@ -166,117 +145,41 @@ def build_embeddings(
     n_items = len(texts)
     sequences = train_sequences(splits, n_items)
     space = cfg.space
+    spec = SPACES.get(space)
     meta: dict[str, Any] = {
         "space": space,
-        "encoder": cfg.encoder if space != "rec" else None,
+        "encoder": cfg.encoder if spec.text_encoder != "none" else None,
         "seed": seed,
         "data_hash": data_hash(texts, splits, sequences),
         "n_items": n_items,
         "config": cfg.model_dump(mode="json"),
         "training": {},
     }
-    facts: dict[str, Any] = {"space": space}
-    spaces: dict[str, np.ndarray] = {}
-    query: dict[str, Any] = {"encoder": None, "transform": "identity"}
-
-    if space == "content":
-        embedder = ContentEmbedder(cfg.encoder, cfg.batch_size, cfg.normalize, cfg.device).fit(
-            texts
-        )
-        spaces["item"] = embedder.embeddings_
-        meta["encoder_path"] = embedder.encoder_path_
-        query["encoder"] = {"kind": "base", "name": cfg.encoder}
-
     components = components or {}
     if components:
         meta["components"] = {part: str(folder) for part, folder in components.items()}
-    search_vectors = None
-    if space in TUNED_SPACES and "search" in components:
-        search_vectors = _reuse_search(components["search"], out_dir, meta, query)
-        facts["reused_search"] = str(components["search"])
-    elif space in TUNED_SPACES or space == "multitask":
-        pair_sets = [search_pairs(splits, texts)]
-        if space == "multitask":
-            pairs = cooccurrence_pairs(sequences, cfg.cooc_window)
-            if len(pairs) == 0:
-                raise DataError("multitask: the training histories hold no co-occurring items")
-            pair_sets.append(item_pair_set(pairs, texts, cfg.rec_loss_weight))
-        tuner = _tuner(cfg, seed).fit(pair_sets)
-        search_vectors = tuner.transform(texts, cfg.batch_size, normalize=cfg.normalize)
-        tuner.save(out_dir / ENCODER_DIR)
-        meta["encoder_path"] = tuner.encoder_path_
-        query["encoder"] = {"kind": "saved", "path": ENCODER_DIR}
-        last = tuner.loss_curve_[-1]
-        meta["training"]["encoder"] = {
-            "pairs": {p.name: p.info for p in pair_sets},
-            "steps": tuner.steps_,
-            "epochs": tuner.epochs_,
-            "seconds": round(tuner.seconds_, 2),
-            "loss_curve": tuner.loss_curve_,
-        }
-        facts.update(
-            tune_steps=tuner.steps_,
-            tune_epochs=tuner.epochs_,
-            tune_final_loss={k: v for k, v in last.items() if k != "step"},
-        )
-
-    rec = None
-    if space in REC_SPACES and space != "rec" and "rec" in components:
-        rec = _ReusedRec(components["rec"])
-        facts["reused_rec"] = str(components["rec"])
-    elif space in REC_SPACES:
-        rec = rec_estimator(cfg, seed).fit(sequences, n_items)
-    if rec is not None:
-        meta["training"]["rec"] = {
-            "model": cfg.rec_model,
-            "epochs": rec.epochs_,
-            "seconds": round(rec.seconds_, 2),
-            "items_without_train_interactions": rec.n_items_without_interactions_,
-            "loss_curve": rec.loss_curve_,
-        }
-        facts.update(
-            rec_model=cfg.rec_model,
-            rec_epochs=rec.epochs_,
-            rec_final_loss=rec.loss_curve_[-1] if rec.loss_curve_ else None,
-            items_without_train_interactions=rec.n_items_without_interactions_,
-        )
-
-    if space in ("search", "multitask"):
-        spaces["item"] = search_vectors
-    elif space == "rec":
-        spaces["item"] = rec.item_embeddings_
-    elif space == "separate":
-        spaces["search"] = search_vectors
-        spaces["rec"] = rec.item_embeddings_
-    elif space == "fused-concat":
-        spaces["item"] = fuse_concat(search_vectors, rec.item_embeddings_)
-        query["transform"] = {"kind": "concat", "rec_dim": int(rec.item_embeddings_.shape[1])}
-    elif space == "fused-svd":
-        fused = FusedSVD(random_state=seed).fit(search_vectors, rec.item_embeddings_)
-        spaces["item"] = fused.embeddings_
-        projection = fused.query_projection_
-        if projection is not None:
-            write_npy(out_dir / "query_projection.npy", projection)
-        query["transform"] = {
-            "kind": "svd",
-            "reduced": fused.reduced_,
-            "projection": "query_projection.npy" if projection is not None else None,
-        }
+    inputs = SpaceInputs(
+        cfg, dataset, splits, texts, sequences, out_dir, seed, components, meta, {"space": space}
+    )
+    spaces = spec.build(inputs)
     if not spaces:
-        raise ConfigError(f"embedding.space={space}: unknown space")
-
+        raise ConfigError(f"embedding.space={space}: the space built no item matrix")
+    facts, query = inputs.facts, inputs.query
     for name, matrix in spaces.items():
+        if np.ndim(matrix) != 2 or len(matrix) != n_items:
+            raise DataError(f"embedding.space={space}: {name!r} is not an ({n_items}, d) matrix")
         matrix = l2_normalize(matrix) if cfg.normalize else np.asarray(matrix, np.float32)
         spaces[name] = matrix
         write_npy(out_dir / f"{name}.npy", matrix)
-    if space in USER_SPACES:
+    if inputs.users is not None:
+        rec, scores_space = inputs.users
         write_npy(out_dir / "users.npy", rec.user_embeddings_.astype(np.float32))
         write_npy(out_dir / "rec_items_raw.npy", rec.item_embeddings_.astype(np.float32))
         write_json(out_dir / "users.json", [int(u) for u in splits.sequences["user_id"]])
         meta["users"] = {
             "vectors": "users.npy",
             "ids": "users.json",
-            "scores_space": USER_SPACES[space],
+            "scores_space": scores_space,
             "raw_items": "rec_items_raw.npy",
         }
     meta["query"] = query
@@ -287,7 +190,7 @@ def build_embeddings(
     return facts
 
 
-def _reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.ndarray:
+def reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.ndarray:
     """The item vectors and fine-tuned encoder of a built ``search`` space folder."""
     component = read_json(Path(folder) / META_FILE)
     if component.get("space") != "search":
@@ -299,7 +202,7 @@ def _reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.nd
     return np.load(Path(folder) / "item.npy")
 
 
-class _ReusedRec:
+class ReusedRec:
     """The fitted-estimator attributes ``build_embeddings`` reads, from a built ``rec`` folder."""
 
     def __init__(self, folder: Path) -> None:
@@ -344,7 +247,8 @@ class EmbeddingArtifact:
         if self.encoder_path is None:
             return None
         if self._model is None:
-            device = resolve_device(self.meta.get("config", {}).get("device", "cpu"))
+            device = self.meta.get("config", {}).get("device", "cpu")
+            device = resolve_device(device, "embedding.device")
             self._model = load_sentence_encoder(self.encoder_path, str(device))
         vectors = encode_texts(self._model, texts, batch_size, normalize=True, progress=False)
         transform = self.meta.get("query", {}).get("transform", "identity")
@@ -364,11 +268,12 @@ class EmbeddingArtifact:
         when ``spaces`` holds L2-normalised ones. None when the space has no user vectors or
         a user is unknown.
         """
-        if self.user_vectors is None or self._raw_items is None:
+        if self.user_vectors is None or self._raw_items is None or self.user_ids is None:
             return None
         index = {int(u): row for row, u in enumerate(self.user_ids)}
-        rows = [index.get(int(u)) for u in user_ids]
-        if any(r is None for r in rows):
+        found = [index.get(int(u)) for u in user_ids]
+        rows = [r for r in found if r is not None]
+        if len(rows) < len(found):
             return None
         return self.user_vectors[rows] @ self._raw_items.T
 

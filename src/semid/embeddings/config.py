@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EmbeddingSpace = Literal[
-    "content", "search", "rec", "separate", "fused-concat", "fused-svd", "multitask"
-]
 RecModel = Literal["enmf", "als", "bpr"]
 
 
@@ -21,9 +18,10 @@ class EmbeddingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    space: EmbeddingSpace = Field(
+    space: str = Field(
         "content",
-        description="Item-embedding space: content (sentence encoder on item text), search "
+        description="Item-embedding space (semid.embeddings.spaces.SPACES, `semid embed list`): "
+        "content (sentence encoder on item text), search "
         "(encoder fine-tuned on training queries), rec (collaborative, see rec_model), separate "
         "(search + rec, two ID spaces), fused-concat, fused-svd (search and rec fused into one), "
         "multitask (one encoder tuned on queries and co-occurring items).",
@@ -92,3 +90,10 @@ class EmbeddingConfig(BaseModel):
     rec_loss_weight: float = Field(
         1.0, ge=0, description="multitask: weight of the item-item loss (the query loss has 1)."
     )
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, value: str) -> str:
+        from semid.embeddings.spaces import SPACES
+
+        return SPACES.validate(value)

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semid.device import resolve_device
 from semid.embeddings.encoders import (
     encode_texts,
     load_sentence_encoder,
-    resolve_device,
     resolve_encoder,
 )
 
@@ -56,7 +56,9 @@ class ContentEmbedder:
     def fit(self, texts: Sequence[str]) -> ContentEmbedder:
         """Load the encoder and embed ``texts`` (nothing is trained)."""
         self.encoder_path_ = resolve_encoder(self.encoder)
-        self.model_ = load_sentence_encoder(self.encoder_path_, str(resolve_device(self.device)))
+        self.model_ = load_sentence_encoder(
+            self.encoder_path_, str(resolve_device(self.device, "embedding.device"))
+        )
         self.embeddings_ = self.transform(texts)
         return self
 

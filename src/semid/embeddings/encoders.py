@@ -101,7 +101,7 @@ def mpnet_parts() -> list[Path]:
         found = [f for f in dist.files or [] if str(f).endswith(suffix)]
         if not found:
             raise ConfigError(f"embedding.encoder=mpnet: package {package} has no *{suffix} file")
-        parts.append(Path(dist.locate_file(found[0])))
+        parts.append(Path(str(dist.locate_file(found[0]))))
     return parts
 
 
@@ -149,17 +149,6 @@ def unpack_split_zip(parts: Sequence[Path], dest: Path, member_prefix: str = "")
         archive.unlink()
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
     return dest
-
-
-def resolve_device(device: str):
-    """``auto`` picks CUDA when present, else CPU."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"embedding.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def load_sentence_encoder(path: str | Path, device: str = "cpu"):

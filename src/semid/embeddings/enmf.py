@@ -21,34 +21,12 @@ backwards), so distances between raw ``q_v`` depend on that arbitrary split.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-
 import numpy as np
 import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from semid.embeddings.collaborative import UserItemScorer
-from semid.errors import DataError
-
-
-def interaction_matrix(sequences: Sequence[Sequence[int]], n_items: int) -> sp.csr_matrix:
-    """Binary users x items CSR matrix of the items in each user's sequence (repeats count once)."""
-    rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
-    cols = (
-        np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
-        if len(sequences)
-        else np.zeros(0, dtype=np.int64)
-    )
-    if cols.size and (cols.min() < 0 or cols.max() >= n_items):
-        raise DataError(f"train sequences: item index outside 0..{n_items - 1}")
-    matrix = sp.csr_matrix(
-        (np.ones(cols.size, dtype=np.float32), (rows, cols)), shape=(len(sequences), n_items)
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
+from semid.embeddings.collaborative import CollaborativeEmbedder
 
 
 def enmf_loss(
@@ -90,7 +68,7 @@ def naive_enmf_loss(
     return torch.sum(weights * (interactions - scores) ** 2)
 
 
-class ENMF(UserItemScorer):
+class ENMF(CollaborativeEmbedder):
     """ENMF (user-based) trained with Adam on the whole-data weighted squared loss.
 
     Parameters
@@ -138,6 +116,7 @@ class ENMF(UserItemScorer):
 
     def __init__(
         self,
+        *,
         dim: int = 64,
         epochs: int = 100,
         neg_weight: float = 0.1,
@@ -162,19 +141,16 @@ class ENMF(UserItemScorer):
         self.random_state = random_state
         self.progress = progress
 
-    def fit(self, sequences: Sequence[Sequence[int]], n_items: int) -> ENMF:
-        """Train on users' item sequences (one row per user; order is ignored)."""
-        if n_items < 1:
-            raise DataError(f"n_items={n_items}: need at least one item")
-        if len(sequences) == 0:
-            raise DataError("ENMF: no training sequences")
-        start = time.perf_counter()
-        matrix = interaction_matrix(sequences, n_items)
+    @property
+    def _label(self) -> str:
+        return "ENMF"
+
+    def _fit_matrix(self, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         generator = torch.Generator().manual_seed(self.random_state)
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         device = torch.device(self.device)
-        n_users = matrix.shape[0]
+        n_users, n_items = matrix.shape
 
         def normal(*shape: int) -> torch.nn.Parameter:
             values = torch.randn(*shape, generator=generator) * self.init_std
@@ -186,7 +162,6 @@ class ENMF(UserItemScorer):
         optimizer = torch.optim.Adam([p, q, h], lr=self.lr, weight_decay=self.weight_decay)
         drop = torch.nn.Dropout(self.dropout)
 
-        self.loss_curve_ = []
         bar = tqdm(range(self.epochs), desc="ENMF", disable=not self.progress)
         n_batches = max(1, -(-n_users // self.batch_size))
         for _ in bar:
@@ -207,9 +182,4 @@ class ENMF(UserItemScorer):
         self.user_factors_ = p.detach().cpu().numpy().astype(np.float32)
         self.item_factors_ = q.detach().cpu().numpy().astype(np.float32)
         self.h_ = h.detach().cpu().numpy().astype(np.float32)
-        self.item_embeddings_ = self.item_factors_ * self.h_
-        self.user_embeddings_ = self.user_factors_
-        self.n_items_without_interactions_ = int(n_items - np.unique(matrix.indices).size)
-        self.epochs_ = self.epochs
-        self.seconds_ = time.perf_counter() - start
-        return self
+        return self.user_factors_, self.item_factors_ * self.h_

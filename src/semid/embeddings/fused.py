@@ -87,7 +87,7 @@ class FusedSVD:
     @property
     def query_projection_(self) -> np.ndarray | None:
         """(dim, d_search) matrix that maps normalised search vectors into the fused space."""
-        if self.reduced_ == "search":
+        if self.reduced_ == "search" and self.svd_ is not None:
             return self.svd_.components_.astype(np.float32)
         return None
 

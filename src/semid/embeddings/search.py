@@ -13,6 +13,7 @@ import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -20,10 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from semid.data.dataset import Splits
+from semid.device import resolve_device
 from semid.embeddings.encoders import (
     encode_texts,
     load_sentence_encoder,
-    resolve_device,
     resolve_encoder,
 )
 from semid.errors import DataError
@@ -215,7 +216,7 @@ class ContrastiveTuner:
         start = time.perf_counter()
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, "embedding.device")
         self.encoder_path_ = resolve_encoder(self.encoder)
         model = load_sentence_encoder(self.encoder_path_, str(device))
         inference_length = model.max_seq_length
@@ -251,7 +252,7 @@ class ContrastiveTuner:
         bar = tqdm(range(total), desc="fine-tuning encoder", disable=not self.progress)
         for step in bar:
             record: dict[str, float] = {"step": step + 1}
-            objective = 0.0
+            objective: Any = 0.0
             for k, (pairs, loss_fn) in enumerate(zip(pair_sets, losses, strict=True)):
                 idx = next_batch(k)
                 anchors = [pairs.anchors[i] for i in idx]

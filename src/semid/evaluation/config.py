@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class EvalConfig(BaseModel):
@@ -72,3 +72,10 @@ class EvalConfig(BaseModel):
         description="Beams kept while decoding (default beam_size); wider beams make the "
         "beam_size items returned closer to the model's exact top.",
     )
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        from semid.evaluation.baselines import BASELINES
+
+        return [BASELINES.validate(name) for name in value]

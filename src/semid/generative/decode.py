@@ -82,15 +82,7 @@ def constrained_beam_search(
     top_k = beam_size if top_k is None else top_k
     device = input_ids.device
     batch = input_ids.shape[0]
-    encoder = model.get_encoder()
-    if inputs_embeds is not None:
-        encoder_hidden = encoder(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask
-        ).last_hidden_state
-    else:
-        encoder_hidden = encoder(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+    encoder_hidden = encode_inputs(model, input_ids, attention_mask, inputs_embeds)
     forbidden = trie.banned_transitions([np.asarray(b) for b in banned]) if banned else None
     beam_of = torch.arange(batch, device=device)  # input row of each live beam
     nodes = torch.zeros(batch, dtype=torch.long)  # trie node of each live beam (CPU)
@@ -98,19 +90,9 @@ def constrained_beam_search(
     prefix = torch.full((batch, 1), decoder_start_id, dtype=torch.long, device=device)
     width = 1
     for col in range(trie.depth):
-        logits = (
-            model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden[beam_of]),
-                attention_mask=attention_mask[beam_of],
-                decoder_input_ids=prefix,
-            )
-            .logits[:, -1, :]
-            .float()
-        )
-        if logit_prior is not None:
-            logits = logits + logit_prior[beam_of].float()
         card = space.cardinalities[col]
         offset = space.offsets[col]
+        logits = _next_logits(model, encoder_hidden, attention_mask, beam_of, prefix, logit_prior)
         if level_softmax:
             logp = torch.log_softmax(logits[:, offset : offset + card], dim=-1)
         else:
@@ -139,11 +121,54 @@ def constrained_beam_search(
         scores = top_scores
         width = k
     items = trie.leaf_item[nodes.clamp(min=0)].to(device).view(batch, width)
-    scores = scores.view(batch, width)
+    return _top(items, scores.view(batch, width), top_k)
+
+
+def encode_inputs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    inputs_embeds: torch.Tensor | None,
+) -> torch.Tensor:
+    """The encoder's last hidden state, from token ids or from input embeddings."""
+    encoder = model.get_encoder()
+    if inputs_embeds is not None:
+        return encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+    return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _next_logits(
+    model: PreTrainedModel,
+    encoder_hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    beam_of: torch.Tensor,
+    prefix: torch.Tensor,
+    logit_prior: torch.Tensor | None,
+) -> torch.Tensor:
+    """float32 logits of the next token of every live beam (plus the input's prior)."""
+    logits = (
+        model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden[beam_of]),
+            attention_mask=attention_mask[beam_of],
+            decoder_input_ids=prefix,
+        )
+        .logits[:, -1, :]
+        .float()
+    )
+    if logit_prior is not None:
+        logits = logits + logit_prior[beam_of].float()
+    return logits
+
+
+def _top(
+    items: torch.Tensor, scores: torch.Tensor, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``top_k`` beams per input; -1 / -inf for dead beams and missing columns."""
     items = torch.where(torch.isfinite(scores), items, torch.full_like(items, -1))
     items, scores = items[:, :top_k], scores[:, :top_k]
     if items.shape[1] < top_k:
         pad = top_k - items.shape[1]
+        batch = items.shape[0]
         items = torch.cat([items, items.new_full((batch, pad), -1)], dim=1)
         scores = torch.cat([scores, scores.new_full((batch, pad), float("-inf"))], dim=1)
     return items, scores

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from semid.errors import DataError
+from semid.generative.decode import encode_inputs
 from semid.generative.examples import pad
 from semid.generative.model import autocast_dtype
 from semid.generative.retriever import GenerativeRetriever
@@ -72,14 +73,7 @@ def score_candidates(
     """
     device = input_ids.device
     batch = input_ids.shape[0]
-    if inputs_embeds is not None:
-        encoder_hidden = model.get_encoder()(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask
-        ).last_hidden_state
-    else:
-        encoder_hidden = model.get_encoder()(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state
+    encoder_hidden = encode_inputs(model, input_ids, attention_mask, inputs_embeds)
     id_tokens = id_tokens.to(device)
     n_cand, n_cols = id_tokens.shape
     start = torch.full((n_cand, 1), decoder_start_id, dtype=torch.long, device=device)
@@ -99,11 +93,7 @@ def score_candidates(
         if logit_prior is not None:
             logits = logits + logit_prior.float().repeat_interleave(width, dim=0)[:, None, :]
         if level_ranges is not None:
-            logits = logits.clone()
-            for col, (first, count) in enumerate(level_ranges):
-                outside = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
-                outside[first : first + count] = False
-                logits[:, col, outside] = float("-inf")
+            logits = _mask_levels(logits, level_ranges)
         logp = torch.log_softmax(logits, dim=-1)
         target = id_tokens[lo:hi].repeat(batch, 1)[..., None]
         token_logp = logp.gather(-1, target).squeeze(-1)
@@ -114,6 +104,16 @@ def score_candidates(
             token_logp[:, -1] = torch.where(share.isnan(), token_logp[:, -1], level_mass + share)
         out[:, lo:hi] = token_logp.sum(-1).view(batch, width).cpu()
     return out
+
+
+def _mask_levels(logits: torch.Tensor, level_ranges: list[tuple[int, int]]) -> torch.Tensor:
+    """A copy of ``logits`` (rows, cols, vocab) with -inf outside each column's level range."""
+    logits = logits.clone()
+    for col, (first, count) in enumerate(level_ranges):
+        outside = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        outside[first : first + count] = False
+        logits[:, col, outside] = float("-inf")
+    return logits
 
 
 def score_all(

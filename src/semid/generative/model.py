@@ -4,6 +4,7 @@ Hugging Face seq2seq checkpoint. All of them are returned with the semantic-ID t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import (
@@ -20,15 +21,6 @@ from transformers import (
 
 from semid.errors import ConfigError
 from semid.generative.config import ModelConfig
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -59,7 +51,7 @@ def pretrained_tokenizer(
     path = encoder_path if cfg.backbone == "sentence-encoder" else cfg.backbone
     if path is None or not Path(path).exists():
         raise ConfigError(f"model.backbone={cfg.backbone}: no local model folder at {path}")
-    return AutoTokenizer.from_pretrained(path)
+    return cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(path))
 
 
 def build_model(
@@ -76,7 +68,7 @@ def build_model(
     its output dimension (``text-t5``).
     """
     if cfg.backbone in ("t5-scratch", "text-t5"):
-        config = T5Config(
+        config = T5Config(  # type: ignore[call-arg]  # T5Config takes PretrainedConfig kwargs
             vocab_size=vocab_size,
             d_model=cfg.d_model,
             d_ff=cfg.d_ff,
@@ -110,12 +102,12 @@ def build_model(
             with torch.no_grad():
                 model.shared.weight.normal_(0.0, 1.0)
             return model
-        model = T5ForConditionalGeneration(config)
+        t5 = T5ForConditionalGeneration(config)
         # With unscaled decoder outputs, a head of std 1 gives logits of std ~sqrt(d_model) and
         # a first loss of ~60 nats: draw the (tied) table with std d_model**-0.5 instead.
         with torch.no_grad():
-            model.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
-        return model
+            t5.lm_head.weight.normal_(0.0, cfg.d_model**-0.5)
+        return t5
     if cfg.backbone == "sentence-encoder":
         return _sentence_encoder_backbone(cfg, vocab_size, pad_id, eos_id, encoder_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(cfg.backbone)
@@ -128,6 +120,8 @@ def _sentence_encoder_backbone(
 ) -> PreTrainedModel:
     from transformers import AutoModel
 
+    if encoder_path is None:
+        raise ConfigError("model.backbone=sentence-encoder: no sentence encoder folder")
     encoder = AutoModel.from_pretrained(encoder_path)
     encoder.resize_token_embeddings(vocab_size)
     decoder_cfg = BertConfig(
@@ -171,8 +165,9 @@ def init_id_rows(model: PreTrainedModel, vocab, vectors: dict[str, list]) -> Non
     output head that sees unscaled decoder states.
     """
     head_scale = model.config.d_model**-0.5
-    inputs = model.get_input_embeddings().weight
-    outputs = model.get_output_embeddings().weight
+    # transformers types the embedding modules loosely (a Module's attribute: Tensor | Module)
+    inputs = cast(torch.Tensor, model.get_input_embeddings().weight)
+    outputs = cast(torch.Tensor, model.get_output_embeddings().weight)
     tied = inputs.data_ptr() == outputs.data_ptr()
     scaled_outputs = bool(getattr(model.config, "scale_decoder_outputs", False))
     with torch.no_grad():

@@ -200,12 +200,12 @@ class GenerativeRetriever:
                 )
             all_items.append(items.cpu().numpy())
             all_scores.append(scores.cpu().numpy())
-        items = np.empty((len(token_lists), k), dtype=np.int64)
-        scores = np.empty((len(token_lists), k), dtype=np.float32)
+        out_items = np.empty((len(token_lists), k), dtype=np.int64)
+        out_scores = np.empty((len(token_lists), k), dtype=np.float32)
         if len(order):
-            items[order] = np.concatenate(all_items)
-            scores[order] = np.concatenate(all_scores)
-        return items, scores
+            out_items[order] = np.concatenate(all_items)
+            out_scores[order] = np.concatenate(all_scores)
+        return out_items, out_scores
 
     def search(
         self,
@@ -285,7 +285,7 @@ class GenerativeRetriever:
         meta = read_json(folder / ENCODER_FILE)
         vocab = SemanticVocab.load(folder)
         codes = {name: np.load(folder / f"codes_{name}.npy") for name in meta["spaces"]}
-        model = load_model(folder).to(device)
+        model = load_model(folder).to(device)  # type: ignore[arg-type]  # transformers types .to
         return cls(
             model,
             vocab,

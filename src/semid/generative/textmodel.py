@@ -76,7 +76,9 @@ class TextConditionedT5(T5ForConditionalGeneration):
             projected = self.text_projection(scaled).view(len(text_vectors), slots, -1)
             embeds[text_rows, 1 : 1 + slots] = projected.to(embeds.dtype)
         if item_tokens is not None and len(item_tokens):
-            valid = item_tokens[..., 0] != self.config.pad_token_id
+            if item_rows is None:
+                raise ValueError("embed_inputs: item_tokens need their item_rows")
+            valid = torch.as_tensor(item_tokens[..., 0] != self.config.pad_token_id)
             pooled = self.shared(item_tokens).sum(dim=2)
             rows = item_rows[:, None].expand_as(valid)[valid]
             cols = torch.arange(1, 1 + valid.shape[1], device=valid.device).expand_as(valid)
@@ -171,6 +173,7 @@ def init_text_skip(
         model.text_skip.weight.copy_(torch.from_numpy(axes.T.astype(np.float32)))
         first, count = level
         prior = model.logit_prior(torch.from_numpy(sample.astype(np.float32)))
+        assert prior is not None  # text_skip was just set
         spread = float(prior[:, first : first + count].std(dim=1).mean())
         scale = 1.0 / spread if spread > 0 else 1.0
         model.text_skip.weight.mul_(scale)

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def length_bucketed_batches(
     """
     order = rng.permutation(len(lengths))
     chunk = batch_size * chunk_batches
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
@@ -52,15 +53,17 @@ def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.devi
     input_ids = torch.from_numpy(examples.inputs[idx, :width].astype(np.int64))
     mask = input_ids != pad_id
     labels = torch.from_numpy(examples.targets[idx])
-    extra = None
+    extra: dict[str, torch.Tensor] | None = None
     if examples.text_index is not None or examples.item_index is not None:
         extra = {}
-    if examples.text_index is not None:
+    if examples.text_index is not None and extra is not None:
+        assert examples.text_vectors is not None  # built with the text index
         rows = np.flatnonzero(examples.text_index[idx] >= 0)
         vectors = torch.from_numpy(examples.text_vectors[examples.text_index[idx[rows]]])
         extra["text_vectors"] = vectors.to(device)
         extra["text_rows"] = torch.from_numpy(rows).to(device)
-    if examples.item_index is not None:
+    if examples.item_index is not None and extra is not None:
+        assert examples.item_tokens is not None  # built with the item index
         rows = np.flatnonzero(examples.item_index[idx] >= 0)
         tokens = torch.from_numpy(examples.item_tokens[examples.item_index[idx[rows]]])
         extra["item_tokens"] = tokens.to(device)
@@ -99,17 +102,18 @@ def seq2seq_loss(
     """Cross-entropy of the target ID tokens; with ``masks``, each position's softmax runs
     over its own level's codes only (``masks[task, position]``)."""
     kwargs = {"attention_mask": mask}
-    if extra is not None:
-        kwargs["inputs_embeds"] = model.embed_inputs(input_ids, **extra)
+    if extra is not None:  # text-t5 (TextConditionedT5) only
+        kwargs["inputs_embeds"] = cast(Any, model).embed_inputs(input_ids, **extra)
     else:
         kwargs["input_ids"] = input_ids
     prior = None
     if extra and "text_vectors" in extra and getattr(model, "text_skip", None) is not None:
-        prior = model.logit_prior(extra["text_vectors"])
+        prior = cast(Any, model).logit_prior(extra["text_vectors"])
     if masks is None and prior is None:
         return model(**kwargs, labels=labels).loss
-    logits = model(**kwargs, decoder_input_ids=model._shift_right(labels)).logits.float()
-    if prior is not None:
+    shift_right: Any = model._shift_right
+    logits = model(**kwargs, decoder_input_ids=shift_right(labels)).logits.float()
+    if prior is not None and extra is not None:
         logits = logits.index_add(
             0, extra["text_rows"], prior.float()[:, None, :].expand(-1, logits.shape[1], -1)
         )
@@ -266,7 +270,8 @@ def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
     optimizer = torch.optim.AdamW(

@@ -87,7 +87,9 @@ class PrefixTrie:
         ok[ok] = self.leaf_item.numpy()[leaf[ok]] == items[ok]
         return np.where(ok, leaf, -1)
 
-    def banned_transitions(self, banned: list[np.ndarray]) -> list[tuple[np.ndarray, ...]]:
+    def banned_transitions(
+        self, banned: list[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per depth, the (input row, parent node, code) transitions a ban list forbids.
 
         ``banned[r]`` are the items input ``r`` may not return (e.g. its history). A
@@ -103,10 +105,11 @@ class PrefixTrie:
         leaves = self.leaves_of(items) if len(items) else items
         rows, leaves = rows[leaves >= 0], leaves[leaves >= 0]
         pairs = np.unique(np.stack([rows, leaves], axis=1), axis=0) if len(rows) else None
-        out = []
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for col in range(self.depth):
             if pairs is None:
-                out.append((np.zeros(0, np.int64),) * 3)
+                empty = np.zeros(0, np.int64)
+                out.append((empty, empty, empty))
                 continue
             nodes = self._leaf_ancestors[col][pairs[:, 1]]
             n_nodes = len(self._keys[col])
@@ -144,11 +147,11 @@ class PrefixTrie:
 
     def contains(self, codes: np.ndarray) -> np.ndarray:
         """Whether each full code row (n, n_cols) is a valid ID of this trie."""
-        codes = torch.as_tensor(np.asarray(codes, dtype=np.int64))
-        nodes = torch.zeros(len(codes), dtype=torch.long)
-        ok = torch.ones(len(codes), dtype=torch.bool)
+        rows = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        nodes = torch.zeros(len(rows), dtype=torch.long)
+        ok = torch.ones(len(rows), dtype=torch.bool)
         for col in range(self.depth):
-            key = nodes * self.cardinalities[col] + codes[:, col]
+            key = nodes * self.cardinalities[col] + rows[:, col]
             keys = self._keys[col]
             pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
             ok &= keys[pos] == key

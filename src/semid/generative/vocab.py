@@ -12,6 +12,7 @@ import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -29,6 +30,11 @@ def level_letter(level: int) -> str:
     """Letter naming a level: a, b, c, ... (aa, ab after z)."""
     letters = string.ascii_lowercase
     return letters[level] if level < 26 else letters[level // 26 - 1] + letters[level % 26]
+
+
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token (transformers types the call for a list of tokens too)."""
+    return int(cast(int, tokenizer.convert_tokens_to_ids(token)))
 
 
 def train_text_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -91,7 +97,7 @@ class SemanticVocab:
             for col, card in enumerate(cards):
                 new = [f"<{prefix}{level_letter(col)}_{k}>" for k in range(int(card))]
                 tokenizer.add_tokens(new, special_tokens=True)
-                offsets.append(tokenizer.convert_tokens_to_ids(new[0]))
+                offsets.append(_token_id(tokenizer, new[0]))
             spaces[name] = IdSpaceTokens(name, [int(c) for c in cards], offsets)
         return cls(tokenizer, spaces, dict(task_space))
 
@@ -111,7 +117,7 @@ class SemanticVocab:
         return int(self.tokenizer.eos_token_id)
 
     def task_token(self, task: str) -> int:
-        return int(self.tokenizer.convert_tokens_to_ids(TASK_TOKENS[task]))
+        return _token_id(self.tokenizer, TASK_TOKENS[task])
 
     def space_for(self, task: str) -> IdSpaceTokens:
         return self.spaces[self.task_space[task]]
@@ -140,7 +146,7 @@ class SemanticVocab:
         if not path.exists():
             raise ConfigError(f"{folder}: not a semid model folder ({VOCAB_FILE} missing)")
         meta = json.loads(path.read_text())
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(folder))
         spaces = {
             n: IdSpaceTokens(n, s["cardinalities"], s["offsets"]) for n, s in meta["spaces"].items()
         }

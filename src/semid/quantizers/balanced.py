@@ -31,6 +31,7 @@ import faiss
 import numpy as np
 from scipy import sparse
 
+from semid.quantizers.base import DEFAULTS
 from semid.quantizers.rq_kmeans import RQKMeans, fit_kmeans
 
 
@@ -99,12 +100,13 @@ class BalancedRQKMeans(RQKMeans):
 
     def __init__(
         self,
-        n_levels: int = 3,
-        codebook_size: int = 256,
-        niter: int = 25,
-        nredo: int = 1,
-        balanced_iters: int = 10,
-        balance_slack: float = 1.0,
+        *,
+        n_levels: int = DEFAULTS.levels,
+        codebook_size: int = DEFAULTS.codebook_size,
+        niter: int = DEFAULTS.kmeans.niter,
+        nredo: int = DEFAULTS.kmeans.nredo,
+        balanced_iters: int = DEFAULTS.kmeans.balanced_iters,
+        balance_slack: float = DEFAULTS.kmeans.balance_slack,
         random_state: int = 0,
     ) -> None:
         super().__init__(

@@ -1,18 +1,31 @@
 """The quantizer interface and the input checks every quantizer shares.
 
-A quantizer is a scikit-learn-style estimator: hyper-parameters are ``__init__`` arguments
-stored as-is, ``fit(X)`` learns the codebooks and returns ``self``, ``encode(X)`` maps each row
-to ``n_levels`` codes and ``decode(codes)`` maps codes back to the input space. Learned state
-ends in ``_``. See ``examples/custom_quantizer.py`` for a new quantizer in 30 lines.
+A quantizer is a scikit-learn estimator (:class:`BaseQuantizer`, on
+:class:`sklearn.base.BaseEstimator`): hyper-parameters are keyword-only ``__init__`` arguments
+stored as-is (so ``get_params``, ``set_params`` and ``sklearn.base.clone`` work), ``fit(X)``
+learns the codebooks and returns ``self``, ``encode(X)`` maps each row to ``n_levels`` codes and
+``decode(codes)`` maps codes back to the input space; ``fit_encode(X)`` is ``fit`` then
+``encode`` unless a quantizer knows the codes of its training rows already. Learned state ends in
+``_``; ``encode`` / ``decode`` before ``fit`` raise :class:`QuantizerNotFittedError` (a
+:class:`~semid.errors.ConfigError` and sklearn's ``NotFittedError``). See
+``examples/custom_quantizer.py`` for a new quantizer in 30 lines.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from semid.errors import ConfigError, DataError
+from semid.quantizers.config import QuantizerConfig
+
+# Every hyper-parameter default of semid's quantizers, written once: in the config models.
+DEFAULTS = QuantizerConfig()
 
 
 @runtime_checkable
@@ -34,6 +47,43 @@ class Quantizer(Protocol):
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstruction of ``codes`` in the input space: float32 (n, d)."""
         ...
+
+    def fit_encode(self, X: np.ndarray) -> np.ndarray:
+        """Fit on ``X``, then its codes."""
+        ...
+
+
+class QuantizerNotFittedError(ConfigError, NotFittedError):
+    """``encode`` / ``decode`` before ``fit``."""
+
+
+class BaseQuantizer(BaseEstimator, ABC):
+    """Base class of semid's quantizers (see the module docstring).
+
+    Subclasses declare their hyper-parameters as keyword-only ``__init__`` arguments stored
+    under the same names, implement ``fit``, ``encode`` and ``decode``, and may override
+    ``fit_encode`` when fitting computes the codes of the training rows anyway.
+    """
+
+    n_levels: int
+    codebook_size: int
+    training_log_: list[dict]
+
+    @abstractmethod
+    def fit(self, X: np.ndarray, y: Any = None) -> BaseQuantizer:
+        """Learn the codebooks from ``X`` (n, d); ``y`` is ignored. Returns ``self``."""
+
+    @abstractmethod
+    def encode(self, X: np.ndarray) -> np.ndarray:
+        """Codes of ``X``: int64 (n, n_levels), each in ``[0, codebook_size)``."""
+
+    @abstractmethod
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Reconstruction of ``codes`` in the input space: float32 (n, d)."""
+
+    def fit_encode(self, X: np.ndarray) -> np.ndarray:
+        """Fit on ``X``, then return its codes (``fit(X).encode(X)``)."""
+        return self.fit(X).encode(X)
 
 
 def level_sizes(quantizer: Quantizer) -> list[int]:
@@ -103,6 +153,10 @@ def require_power_of_two(codebook_size: int, quantizer: str) -> None:
 
 
 def check_fitted(quantizer: object, attribute: str) -> None:
-    """Raise a clear error when encode/decode is called before fit."""
-    if not hasattr(quantizer, attribute):
-        raise ConfigError(f"{type(quantizer).__name__}: call fit() before encode()/decode()")
+    """``sklearn.utils.validation.check_is_fitted`` with semid's error (see the module doc)."""
+    try:
+        check_is_fitted(quantizer, attribute)
+    except NotFittedError:
+        raise QuantizerNotFittedError(
+            f"{type(quantizer).__name__}: call fit() before encode()/decode()"
+        ) from None

@@ -1,17 +1,7 @@
 """Config of the semantic-ID stage: quantizer and ID shape.
 
-Quantizer names (``QuantizerConfig.name``):
-
-========================  ===============================================================
-``rq-kmeans``             per-level FAISS k-means on residuals (``kmeans.backend``)
-``rq-kmeans-balanced``    same, with size-constrained (balanced) assignment per level
-``rq-vae``                MLP encoder -> ``ResidualVQ`` -> MLP decoder, knobs in ``vae``
-``rq-vae-defaults``       ``rq-vae`` with vector-quantize-pytorch's defaults, plain Adam
-``rq-vae-tuned``          ``rq-vae`` with the recipe measured best on content embeddings
-``residual-lfq``          same trainer with ``ResidualLFQ`` (codebook_size a power of 2)
-``residual-fsq``          same trainer with ``ResidualFSQ`` (levels from ``vae.fsq_levels``)
-``dictionary``            per-level scikit-learn ``MiniBatchDictionaryLearning`` -> codes
-========================  ===============================================================
+Quantizer names (``QuantizerConfig.name``) are those of
+:data:`semid.quantizers.registry.QUANTIZERS` (``semid ids list`` prints them with their help).
 
 The two RQ-VAE presets are resolved when the config is validated: ``vae`` then holds the
 preset's values, with any field the user set explicitly winning. The saved config therefore
@@ -23,17 +13,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-QUANTIZER_NAMES = [
-    "rq-kmeans",
-    "rq-kmeans-balanced",
-    "rq-vae",
-    "rq-vae-defaults",
-    "rq-vae-tuned",
-    "residual-lfq",
-    "residual-fsq",
-    "dictionary",
-]
 
 
 class KMeansConfig(BaseModel):
@@ -232,7 +211,7 @@ class QuantizerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("rq-kmeans", description="Quantizer name (see `semid ids --help`).")
+    name: str = Field("rq-kmeans", description="Quantizer name (see `semid ids list`).")
     levels: int = Field(3, ge=1, le=8, description="Number of code levels.")
     codebook_size: int = Field(256, ge=2, description="Codes per level.")
     disambiguation: bool = Field(
@@ -248,15 +227,18 @@ class QuantizerConfig(BaseModel):
     dictionary: DictionaryConfig = Field(
         default_factory=DictionaryConfig, description="dictionary settings."
     )
+    seed: int | None = Field(
+        None,
+        description="Seed of the quantizer's training (None: the run seed). With `train.seed`"
+        " it varies the training seeds while the splits (run seed) stay fixed.",
+    )
 
     @field_validator("name")
     @classmethod
     def _known_name(cls, value: str) -> str:
-        if value not in QUANTIZER_NAMES:
-            raise ValueError(
-                f"unknown quantizer {value!r} (available: {', '.join(QUANTIZER_NAMES)})"
-            )
-        return value
+        from semid.quantizers.registry import QUANTIZERS
+
+        return QUANTIZERS.validate(value)
 
     @model_validator(mode="after")
     def _resolve_preset(self) -> QuantizerConfig:

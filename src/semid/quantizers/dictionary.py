@@ -23,11 +23,20 @@ from sklearn.decomposition import MiniBatchDictionaryLearning
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
-from semid.quantizers.base import check_codes, check_fit_shape, check_fitted, check_input_dim
+from semid.quantizers.base import (
+    DEFAULTS,
+    BaseQuantizer,
+    check_codes,
+    check_fit_shape,
+    check_fitted,
+    check_input_dim,
+)
 
 
-class ResidualDictionary:
+class ResidualDictionary(BaseQuantizer):
     """Residual quantizer whose codebooks are learned sparse dictionaries.
+
+    Defaults: :class:`~semid.quantizers.config.DictionaryConfig`.
 
     Parameters
     ----------
@@ -58,13 +67,14 @@ class ResidualDictionary:
 
     def __init__(
         self,
-        n_levels: int = 3,
-        codebook_size: int = 256,
-        alpha: float = 0.1,
-        max_iter: int = 1,
-        batch_size: int = 256,
-        max_samples: int | None = 5_000,
-        transform_max_iter: int = 50,
+        *,
+        n_levels: int = DEFAULTS.levels,
+        codebook_size: int = DEFAULTS.codebook_size,
+        alpha: float = DEFAULTS.dictionary.alpha,
+        max_iter: int = DEFAULTS.dictionary.max_iter,
+        batch_size: int = DEFAULTS.dictionary.batch_size,
+        max_samples: int | None = DEFAULTS.dictionary.max_samples,
+        transform_max_iter: int = DEFAULTS.dictionary.transform_max_iter,
         random_state: int = 0,
     ) -> None:
         self.n_levels = n_levels
@@ -76,7 +86,7 @@ class ResidualDictionary:
         self.transform_max_iter = transform_max_iter
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray) -> ResidualDictionary:
+    def fit(self, X: np.ndarray, y: object = None) -> ResidualDictionary:
         """Fit one dictionary per level on the residuals of ``X``."""
         X = check_fit_shape(X, self.codebook_size, self.n_levels)
         self.dim_ = X.shape[1]

@@ -108,10 +108,7 @@ def build_ids(
         folder.mkdir(parents=True, exist_ok=True)
         quantizer = make_quantizer(cfg, random_state)
         start = time.perf_counter()
-        if hasattr(quantizer, "fit_encode"):
-            codes = quantizer.fit_encode(X)
-        else:
-            codes = quantizer.fit(X).encode(X)
+        codes = quantizer.fit_encode(X)
         fit_seconds = time.perf_counter() - start
         codes = np.asarray(codes, dtype=np.int64)
         sizes = level_sizes(quantizer)

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from semid.errors import ConfigError
 from semid.quantizers.base import (
+    DEFAULTS,
+    BaseQuantizer,
     check_codes,
     check_fit_shape,
     check_fitted,
@@ -76,8 +78,8 @@ def nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return idx[:, 0].astype(np.int64)
 
 
-class RQKMeans:
-    """Residual k-means quantizer.
+class RQKMeans(BaseQuantizer):
+    """Residual k-means quantizer (defaults: :class:`~semid.quantizers.config.KMeansConfig`).
 
     Parameters
     ----------
@@ -104,12 +106,13 @@ class RQKMeans:
 
     def __init__(
         self,
-        n_levels: int = 3,
-        codebook_size: int = 256,
-        backend: str = "faiss-kmeans",
-        niter: int = 25,
-        nredo: int = 1,
-        beam_size: int = 5,
+        *,
+        n_levels: int = DEFAULTS.levels,
+        codebook_size: int = DEFAULTS.codebook_size,
+        backend: str = DEFAULTS.kmeans.backend,
+        niter: int = DEFAULTS.kmeans.niter,
+        nredo: int = DEFAULTS.kmeans.nredo,
+        beam_size: int = DEFAULTS.kmeans.beam_size,
         random_state: int = 0,
     ) -> None:
         self.n_levels = n_levels
@@ -121,7 +124,7 @@ class RQKMeans:
         self.random_state = random_state
 
     # -- fitting
-    def fit(self, X: np.ndarray) -> RQKMeans:
+    def fit(self, X: np.ndarray, y: object = None) -> RQKMeans:
         """Learn one codebook per level from ``X`` (n, d)."""
         self.fit_encode(X)
         return self
@@ -189,9 +192,10 @@ class RQKMeans:
         X = check_input_dim(X, self.dim_)
         if self.backend == "faiss-rq":
             index = faiss.deserialize_index(self.faiss_index_)
-            packed = index.rq.compute_codes(X)
+            packed = index.rq.compute_codes(X)  # type: ignore[attr-defined]  # faiss stub: Index
             nbits = int(math.log2(self.codebook_size))
-            return faiss.unpack_bitstrings(packed, [nbits] * self.n_levels).astype(np.int64)
+            widths = np.full(self.n_levels, nbits, dtype=np.int32)
+            return faiss.unpack_bitstrings(packed, widths).astype(np.int64)
         residual = X.copy()
         codes = np.empty((X.shape[0], self.n_levels), dtype=np.int64)
         for level in range(self.n_levels):

@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import math
 from itertools import combinations_with_replacement
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from semid.device import resolve_device
 from semid.errors import ConfigError
 from semid.quantizers.base import (
+    DEFAULTS,
+    BaseQuantizer,
     check_codes,
     check_fit_shape,
     check_fitted,
@@ -78,15 +82,6 @@ def fsq_levels_for(codebook_size: int) -> list[int]:
     return best_levels
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"quantizer.vae.device={device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     """Linear layers between consecutive ``sizes`` with ``activation`` between them."""
     layers: list[nn.Module] = []
@@ -99,6 +94,9 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 class ResidualAutoencoder(nn.Module):
     """Encoder MLP, a vector-quantize-pytorch residual quantizer, decoder MLP."""
+
+    # The library's quantizers are typed as plain modules; their methods are looked up at run time.
+    quantizer: Any
 
     def __init__(self, encoder: nn.Module, quantizer: nn.Module, decoder: nn.Module, kind: str):
         super().__init__()
@@ -127,8 +125,11 @@ class ResidualAutoencoder(nn.Module):
         return self.decoder(latent[:, 0, :])
 
 
-class RQVAE:
+class RQVAE(BaseQuantizer):
     """Residual-quantized autoencoder (RQ-VAE, residual LFQ or residual FSQ).
+
+    Every default is :class:`~semid.quantizers.config.VAEConfig`'s (the ``rq-vae-defaults``
+    preset), written there once.
 
     Parameters
     ----------
@@ -181,34 +182,35 @@ commitment_weight, rotation_trick, use_cosine_sim
 
     def __init__(
         self,
-        n_levels: int = 3,
-        codebook_size: int = 256,
+        *,
+        n_levels: int = DEFAULTS.levels,
+        codebook_size: int = DEFAULTS.codebook_size,
         kind: str = "vq",
-        normalize: str = "none",
-        hidden_sizes: list[int] | tuple[int, ...] = (512, 256, 128),
-        latent_dim: int = 32,
-        activation: str = "relu",
-        codebook_dim: int | None = None,
-        kmeans_init: bool = False,
-        kmeans_iters: int = 10,
-        faiss_kmeans_init: bool = False,
-        threshold_ema_dead_code: float = 0.0,
-        decay: float = 0.8,
-        commitment_weight: float = 1.0,
-        rotation_trick: bool = True,
-        use_cosine_sim: bool = False,
-        entropy_loss_weight: float = 0.1,
-        diversity_gamma: float = 1.0,
-        commitment_loss_weight: float = 0.0,
-        fsq_levels: list[int] | None = None,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 256,
-        epochs: int = 20,
-        max_steps: int | None = None,
-        device: str = "auto",
-        num_threads: int | None = 1,
+        normalize: str = DEFAULTS.vae.normalize,
+        hidden_sizes: list[int] | tuple[int, ...] = tuple(DEFAULTS.vae.hidden_sizes),
+        latent_dim: int = DEFAULTS.vae.latent_dim,
+        activation: str = DEFAULTS.vae.activation,
+        codebook_dim: int | None = DEFAULTS.vae.codebook_dim,
+        kmeans_init: bool = DEFAULTS.vae.kmeans_init,
+        kmeans_iters: int = DEFAULTS.vae.kmeans_iters,
+        faiss_kmeans_init: bool = DEFAULTS.vae.faiss_kmeans_init,
+        threshold_ema_dead_code: float = DEFAULTS.vae.threshold_ema_dead_code,
+        decay: float = DEFAULTS.vae.decay,
+        commitment_weight: float = DEFAULTS.vae.commitment_weight,
+        rotation_trick: bool = DEFAULTS.vae.rotation_trick,
+        use_cosine_sim: bool = DEFAULTS.vae.use_cosine_sim,
+        entropy_loss_weight: float = DEFAULTS.vae.entropy_loss_weight,
+        diversity_gamma: float = DEFAULTS.vae.diversity_gamma,
+        commitment_loss_weight: float = DEFAULTS.vae.commitment_loss_weight,
+        fsq_levels: list[int] | None = DEFAULTS.vae.fsq_levels,
+        optimizer: str = DEFAULTS.vae.optimizer,
+        lr: float = DEFAULTS.vae.lr,
+        weight_decay: float = DEFAULTS.vae.weight_decay,
+        batch_size: int = DEFAULTS.vae.batch_size,
+        epochs: int = DEFAULTS.vae.epochs,
+        max_steps: int | None = DEFAULTS.vae.max_steps,
+        device: str = DEFAULTS.vae.device,
+        num_threads: int | None = DEFAULTS.vae.num_threads,
         random_state: int = 0,
         progress: bool = True,
     ) -> None:
@@ -304,7 +306,7 @@ commitment_weight, rotation_trick, use_cosine_sim
         return X
 
     # -- fitting
-    def fit(self, X: np.ndarray) -> RQVAE:
+    def fit(self, X: np.ndarray, y: object = None) -> RQVAE:
         """Train the autoencoder and its codebooks on ``X`` (n, d)."""
         self._check_params()
         X = check_fit_shape(X, self.codebook_size, self.n_levels)
@@ -323,7 +325,7 @@ commitment_weight, rotation_trick, use_cosine_sim
         self.mean_ = X.mean(axis=0).astype(np.float32)
         self.scale_ = np.maximum(X.std(axis=0), 1e-6).astype(np.float32)
         data = torch.from_numpy(self._normalize(X).astype(np.float32))
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, "quantizer.vae.device")
         devices = [device.index or 0] if device.type == "cuda" else []
         threads = torch.get_num_threads()
         try:
@@ -395,7 +397,7 @@ commitment_weight, rotation_trick, use_cosine_sim
             if step >= total:
                 break
             order = torch.randperm(n, generator=generator)
-            sums = {"loss": 0.0, "recon_loss": 0.0, "quantizer_loss": 0.0}
+            sums: dict[str, float] = {"loss": 0.0, "recon_loss": 0.0, "quantizer_loss": 0.0}
             counts = np.zeros((self.n_levels, self.level_sizes_[0]), dtype=np.int64)
             batches = 0
             for start in range(0, n, self.batch_size):
@@ -422,7 +424,7 @@ commitment_weight, rotation_trick, use_cosine_sim
                 bar.update(1)
             if batches == 0:
                 break
-            entry = {"epoch": epoch + 1, "step": step}
+            entry: dict[str, Any] = {"epoch": epoch + 1, "step": step}
             entry.update({k: round(v / batches, 6) for k, v in sums.items()})
             entry["perplexity"] = [round(_perplexity(c), 3) for c in counts]
             entry["codes_used"] = [int((c > 0).sum()) for c in counts]

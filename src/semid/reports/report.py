@@ -127,64 +127,57 @@ def protocol_section(cfg: RunConfig, manifest: dict, model_facts: dict, tokens: 
     return "\n".join(lines) + "\n"
 
 
-def shared_code_items(ids_path: Path):
-    """(bool per item: its quantizer code, without the disambiguation column, is shared with
-    another item; number of quantizer levels) of the ID space that serves search, or None."""
-    import numpy as np
-
-    spaces = sorted(Path(ids_path).glob("*/codes.npy"))
-    if not spaces:
-        return None
-    space_dir = spaces[0].parent if len(spaces) == 1 else Path(ids_path) / "search"
-    codes = np.load(space_dir / "codes.npy")
-    levels = json.loads((space_dir / "space.json").read_text()).get("levels", codes.shape[1])
-    _, inverse, counts = np.unique(
-        codes[:, :levels], axis=0, return_inverse=True, return_counts=True
-    )
-    return counts[inverse.reshape(-1)] > 1, levels
+STRATA = {
+    "code": ("unique", "shared"),
+    "bucket": ("1", "2-4", "5+"),
+    "query": ("names title", "no title"),
+}
+STRATA_TITLES = {
+    "code": "code: is the target's quantizer code unique or shared with other items?",
+    "bucket": "bucket size: how many items share the target's quantizer code",
+    "query": "query: does the template query name the target's title?",
+}
 
 
-def strata_section(run_dir: Path, ids_path: Path | None, k: int) -> str:
-    """Search recall on targets whose quantizer code is unique vs shared with other items."""
+def strata_section(
+    run_dir: Path, ids_path: Path | None, k: int, titles: list[str] | None = None
+) -> str:
+    """Search recall by the target's code (unique vs shared, bucket size) and by whether the
+    query names the title."""
     import polars as pl
 
+    from semid.reports.strata import code_bucket_sizes, search_strata
+
     pred_file = Path(run_dir) / "predictions.parquet"
-    if ids_path is None or not pred_file.exists():
+    if not pred_file.exists():
         return ""
-    found = shared_code_items(ids_path)
-    if found is None:
-        return ""
-    shared, levels = found
-    preds = pl.read_parquet(pred_file, columns=["method", "task", "target", "rank"])
-    preds = preds.filter(pl.col("task").str.starts_with("search"))
-    preds = preds.with_columns(
-        pl.Series("shared", shared[preds["target"].to_numpy()]),
-        ((pl.col("rank") >= 0) & (pl.col("rank") < k)).alias("hit"),
-    )
-    table = (
-        preds.group_by("method", "task", "shared")
-        .agg(pl.col("hit").mean().alias("recall"), pl.len().alias("n"))
-        .sort("task", "method", "shared")
-    )
-    lines = [
-        f"| set | method | R@{k} unique code | n | R@{k} shared code | n |",
-        "|---|---|---|---|---|---|",
-    ]
-    for (task, method), rows in table.group_by(["task", "method"], maintain_order=True):
-        by = {r["shared"]: r for r in rows.iter_rows(named=True)}
-        u, sh = by.get(False, {}), by.get(True, {})
-        lines.append(
-            f"| {task} | {method} | {fmt(u.get('recall'))} | {fmt(u.get('n'))} | "
-            f"{fmt(sh.get('recall'))} | {fmt(sh.get('n'))} |"
+    found = code_bucket_sizes(ids_path) if ids_path is not None else None
+    sizes, levels = found if found is not None else (None, None)
+    preds = pl.read_parquet(pred_file, columns=["method", "task", "input", "target", "rank"])
+    table = search_strata(preds, sizes, titles, k)
+    parts = []
+    if sizes is not None:
+        parts.append(
+            f"{float((sizes > 1).mean()):.1%} of items share their {levels}-level quantizer "
+            "code with another item (the disambiguation token, if any, tells them apart). A "
+            "generator that tells items apart does at least as well on unique codes as on "
+            "shared ones.\n"
         )
-    share = float(shared.mean())
-    return (
-        f"{share:.1%} of items share their {levels}-level quantizer code with another item "
-        "(the disambiguation token, if any, tells them apart). A generator that tells items "
-        "apart does at least as well on unique codes as on shared ones.\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    for stratum, values in STRATA.items():
+        rows = table.filter(pl.col("stratum") == stratum)
+        if not rows.height or (stratum == "bucket" and rows["value"].n_unique() <= 2):
+            continue  # buckets of one other size only: the code table says it all
+        lines = [
+            f"R@{k} by {STRATA_TITLES[stratum]} (inputs in brackets)\n",
+            "| set | method | " + " | ".join(values) + " |",
+            "|---|---|" + "---|" * len(values),
+        ]
+        for (task, method), group in rows.group_by(["task", "method"], maintain_order=True):
+            by = {r["value"]: r for r in group.iter_rows(named=True)}
+            cells = [f"{fmt(by[v]['recall'])} ({by[v]['n']})" if v in by else "-" for v in values]
+            lines.append(f"| {task} | {method} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def stage_table(manifest: dict) -> str:
@@ -213,6 +206,45 @@ def diagnostics_section(ids_path: Path | None) -> str:
     return "\n".join(parts)
 
 
+def tokens_read(manifest: dict, metrics: dict) -> dict:
+    """Input tokens each search method reads, as the stages recorded them."""
+    tokens: dict = {}
+    for stage, method in (("evaluate", "generative"), ("reference", "dense")):
+        read = manifest.get("stages", {}).get(stage, {}).get("facts", {}).get("search_tokens_read")
+        if read:
+            tokens[method] = read
+    if "bm25" in metrics:
+        tokens["bm25"] = "all"
+    return tokens
+
+
+def rewrite_run_report(run_dir: Path) -> Path:
+    """Write ``report.md`` again from what a finished run directory holds (config, manifest,
+    metrics, predictions), e.g. after the report's code changed; nothing is recomputed."""
+    from semid.errors import ConfigError
+    from semid.io import read_json
+
+    run_dir = Path(run_dir)
+    for required in ("config.json", "manifest.json", "metrics.json"):
+        if not (run_dir / required).exists():
+            raise ConfigError(f"{run_dir}: not a finished semid run ({required} missing)")
+    manifest = read_json(run_dir / "manifest.json")
+    cfg = RunConfig.model_validate(read_json(run_dir / "config.json"))
+    ids = manifest.get("stages", {}).get("ids", {}).get("path")
+    metrics = read_json(run_dir / "metrics.json")
+    return write_run_report(run_dir, cfg, manifest, metrics, Path(ids) if ids else None)
+
+
+def _item_titles(manifest: dict) -> list[str] | None:
+    import polars as pl
+
+    data = manifest.get("stages", {}).get("data", {}).get("path")
+    items = Path(data) / "items.parquet" if data else None
+    if items is None or not items.exists():
+        return None
+    return pl.read_parquet(items, columns=["title"])["title"].fill_null("").to_list()
+
+
 def write_run_report(
     run_dir: Path,
     cfg: RunConfig,
@@ -221,8 +253,12 @@ def write_run_report(
     ids_path: Path | None,
     tokens: dict[str, int] | None = None,
 ) -> Path:
-    """Write ``report.md`` in the run directory and return its path."""
+    """Write ``report.md`` in the run directory and return its path.
+
+    ``tokens``: input tokens each search method reads (default: from the manifest's facts).
+    """
     model_facts = manifest.get("stages", {}).get("model", {}).get("facts", {})
+    tokens = tokens if tokens is not None else tokens_read(manifest, metrics)
     q = cfg.quantizer
     text = [
         f"# semid run `{Path(run_dir).name}`\n",
@@ -239,8 +275,8 @@ def write_run_report(
         "interval over the set's inputs (test-sample noise only, one training seed); "
         "'items listed' counts distinct items across all the set's top-K lists.\n",
         results_section(metrics, cfg.eval.ks),
-        "## Search recall by the target's code\n",
-        strata_section(run_dir, ids_path, max(cfg.eval.ks)),
+        "## Search recall by stratum\n",
+        strata_section(run_dir, ids_path, max(cfg.eval.ks), _item_titles(manifest)),
         "## Semantic-ID diagnostics\n",
         diagnostics_section(ids_path),
         "## Stages\n",

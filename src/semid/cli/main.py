@@ -18,7 +18,16 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from semid.cli.assign import assign_command
+from semid.cli.common import ConfigOpt, PluginOpt, PresetOpt, SetOpt, run_config
+from semid.cli.data import data_app, queries_app
+from semid.cli.embed import embed_app
+from semid.cli.ids import ids_app
+from semid.cli.llm import generate as llm_generate
+from semid.cli.tables import print_markdown, print_table
+from semid.embeddings.spaces import SPACES
 from semid.errors import SemidError
+from semid.quantizers.registry import QUANTIZERS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,15 +40,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-
-PresetOpt = Annotated[str, typer.Option(help="Shipped preset: default, smoke, full, ...")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML/JSON config file (over the preset).")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override KEY=VALUE, e.g. train.epochs=5 (repeatable)."),
-]
 
 
 @app.callback()
@@ -54,34 +54,17 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _config(
-    preset: str,
-    config: Path | None,
-    overrides: list[str] | None,
-    shortcuts: dict[str, object],
-):
-    from semid.config import load_config
-
-    sets = list(overrides or [])
-    for key, value in shortcuts.items():
-        if value is not None:
-            sets.insert(0, f"{key}={value}")
-    return load_config(preset, config, sets)
-
-
 @app.command()
 def run(
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     embedding: Annotated[
-        str | None,
-        typer.Option(
-            help="Embedding space: content, search, rec, separate, fused-concat, "
-            "fused-svd, multitask."
-        ),
+        str | None, typer.Option(help=f"Embedding space: {SPACES.choices()}.")
     ] = None,
-    quantizer: Annotated[str | None, typer.Option(help="Quantizer name (see `semid ids`).")] = None,
+    quantizer: Annotated[
+        str | None, typer.Option(help=f"Quantizer: {QUANTIZERS.choices()} (`semid ids list`).")
+    ] = None,
     encoder: Annotated[str | None, typer.Option(help="minilm, mpnet or a model folder.")] = None,
     queries: Annotated[
         Path | None, typer.Option(help='JSONL query file {"query", "movieId"} to use.')
@@ -102,6 +85,7 @@ def run(
             "model, evaluate, reference, baselines)."
         ),
     ] = None,
+    plugin: PluginOpt = None,
 ) -> None:
     """Run the whole pipeline (or resume it) and write a run directory with its report."""
     from semid.pipeline import run_pipeline
@@ -116,13 +100,11 @@ def run(
     if queries is not None:
         shortcuts["queries.source"] = "file"
         shortcuts["queries.file"] = str(queries)
-    cfg = _config(preset, config, overrides, shortcuts)
+    cfg = run_config(preset, config, overrides, shortcuts, plugin)
     run_dir = run_pipeline(cfg, runs_dir, cache_dir, set(force or []), until)
     report = run_dir / "report.md"
     if report.exists():
-        from rich.markdown import Markdown
-
-        Console().print(Markdown(report.read_text().split("## Semantic-ID")[0]))
+        print_markdown(Console(), report.read_text().split("## Semantic-ID")[0])
     console.print(f"run directory: {run_dir}")
 
 
@@ -132,11 +114,13 @@ def train(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    plugin: PluginOpt = None,
 ) -> None:
     """Train (or reuse) the generative model: the run's stages up to `model`."""
     from semid.pipeline import run_pipeline
 
-    run_dir = run_pipeline(_config(preset, config, overrides, {}), runs_dir, until="model")
+    cfg = run_config(preset, config, overrides, {}, plugin)
+    run_dir = run_pipeline(cfg, runs_dir, until="model")
     console.print(f"model: {_stage_path(run_dir, 'model')}")
 
 
@@ -299,16 +283,18 @@ def grid(
     ] = None,
     cpus_per_cell: Annotated[float, typer.Option(help="--backend ray: CPUs a cell needs.")] = 1,
     gpus_per_cell: Annotated[float, typer.Option(help="--backend ray: GPUs a cell needs.")] = 0,
+    plugin: PluginOpt = None,
 ) -> None:
     """Run every cell of a grid (axes x values), resuming finished cells and shared stages."""
-    from semid.grid import load_grid, print_plan, run_grid
+    from semid.cli.tables import print_plan
+    from semid.grid import load_grid, run_grid
 
-    spec = load_grid(grid_file, preset, overrides)
+    spec = load_grid(grid_file, preset, overrides, plugin)
     out = runs_dir or Path("results") / (f"{spec.name}-{preset}" if preset else spec.name)
     cache = cache_dir or out / ".cache"
     if dry_run:
         print_plan(spec, out, cache, only, Console())
-        from semid.costs import print_gpu_hours
+        from semid.cli.tables import print_gpu_hours
 
         print_gpu_hours(spec, only, Console())
         return
@@ -373,32 +359,16 @@ def _print_items(frame) -> None:
 
 
 def _print_frame(frame) -> None:
-    from rich.table import Table
-
-    table = Table()
-    for col in frame.columns:
-        table.add_column(col)
-    for row in frame.iter_rows():
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    rows = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r] for r in frame.iter_rows()]
+    print_table(Console(), frame.columns, rows)
 
 
-def _mount() -> None:
-    from semid.assign import assign_command
-    from semid.data.cli import data_app, queries_app
-    from semid.data.llm_cli import generate as llm_generate
-    from semid.embeddings.cli import embed_app
-    from semid.quantizers.cli import ids_app
-
-    queries_app.command("generate")(llm_generate)
-    ids_app.command("assign")(assign_command)
-    app.add_typer(data_app, name="data", help="Load, download, import and inspect datasets.")
-    app.add_typer(queries_app, name="queries", help="Make search-query files.")
-    app.add_typer(embed_app, name="embed", help="Build, inspect and list item-embedding spaces.")
-    app.add_typer(ids_app, name="ids", help="Fit quantizers, assign and inspect semantic IDs.")
-
-
-_mount()
+queries_app.command("generate")(llm_generate)
+ids_app.command("assign")(assign_command)
+app.add_typer(data_app, name="data", help="Load, download, import and inspect datasets.")
+app.add_typer(queries_app, name="queries", help="Make search-query files.")
+app.add_typer(embed_app, name="embed", help="Build, inspect and list item-embedding spaces.")
+app.add_typer(ids_app, name="ids", help="Fit quantizers, assign and inspect semantic IDs.")
 
 
 def entrypoint() -> None:

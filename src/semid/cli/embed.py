@@ -12,24 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from semid.cli.common import PluginOpt, run_config
+from semid.embeddings.spaces import SPACES
 from semid.errors import DataError
 
 embed_app = typer.Typer(
-    help="Build item-embedding spaces (content, search, rec, separate, fused-concat, "
-    "fused-svd, multitask) and inspect them.",
+    help=f"Build item-embedding spaces ({SPACES.choices('and')}) and inspect them.",
     no_args_is_help=True,
 )
 console = Console()
-
-SPACE_HELP = {
-    "content": "frozen sentence encoder on item text",
-    "search": "encoder fine-tuned on (training query, item text) pairs",
-    "rec": "collaborative embeddings (ENMF, or implicit's ALS / BPR) from training histories",
-    "separate": "search + rec, two ID spaces (search.npy, rec.npy)",
-    "fused-concat": "[l2(search), l2(rec)] concatenated",
-    "fused-svd": "l2(search) and l2(rec), the wider reduced by truncated SVD, added",
-    "multitask": "one encoder tuned on query-item and co-occurring item-item pairs",
-}
 
 
 def _embedding_folder(path: Path) -> Path:
@@ -46,10 +37,13 @@ def _embedding_folder(path: Path) -> Path:
 
 
 @embed_app.command()
-def spaces() -> None:
+def spaces(plugin: PluginOpt = None) -> None:
     """List the embedding spaces and what each one is."""
+    from semid.registry import load_plugins
+
+    load_plugins(plugin or [])
     table = Table("space", "what it is")
-    for name, text in SPACE_HELP.items():
+    for name, text in SPACES.describe():
         table.add_row(name, escape(text))
     console.print(table)
 
@@ -74,20 +68,13 @@ def build(
         Path | None, typer.Option(help="Stage cache (default: RUNS_DIR/.cache).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
+    plugin: PluginOpt = None,
 ) -> None:
     """Run the data, splits and embeddings stages of a run config (cached like `semid run`)."""
-    from semid.config import load_config
     from semid.pipeline import load_state, run_pipeline
 
-    sets = list(overrides or [])
-    for key, value in {
-        "embedding.space": space,
-        "embedding.encoder": encoder,
-        "seed": seed,
-    }.items():
-        if value is not None:
-            sets.insert(0, f"{key}={value}")
-    cfg = load_config(preset, config, sets)
+    shortcuts = {"embedding.space": space, "embedding.encoder": encoder, "seed": seed}
+    cfg = run_config(preset, config, overrides, shortcuts, plugin)
     run_dir = run_pipeline(
         cfg, runs_dir, cache_dir, {"embeddings"} if force else set(), until="embeddings"
     )

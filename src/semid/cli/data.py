@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from semid.cli.common import data_config
 from semid.errors import DataError
 
 data_app = typer.Typer(help="Load, download, import and inspect datasets.", no_args_is_help=True)
@@ -83,22 +84,6 @@ def import_(
     console.print(f"use it with: --set data.dataset=custom --set data.path={out}")
 
 
-def _config(dataset: str, path: Path | None, **options: object):
-    """A DataConfig for a dataset name, or for a folder given in place of the name."""
-    from pydantic import ValidationError
-
-    from semid.data.config import DataConfig
-    from semid.errors import ConfigError
-
-    if path is None and (Path(dataset).exists() or "/" in dataset):
-        dataset, path = "custom", Path(dataset)
-    try:
-        return DataConfig(dataset=dataset, path=path, **options)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}") from exc
-
-
 @data_app.command()
 def info(
     dataset: Annotated[
@@ -110,7 +95,7 @@ def info(
     from semid.data import load_dataset
     from semid.data.movielens import detect_layout, resolve_path
 
-    cfg = _config(dataset, path)
+    cfg = data_config(dataset, path)
     layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
     data = load_dataset(cfg)
     items, inter = data.items, data.interactions
@@ -127,18 +112,21 @@ def info(
         density = inter.height / (per_user.len() * max(items.height, 1))
         rows += [
             ("interactions per user (min / median / max)",
-             f"{per_user.min()} / {per_user.median():.0f} / {per_user.max()}"),
+             f"{cast(int, per_user.min())} / {cast(float, per_user.median()):.0f} / "
+             f"{cast(int, per_user.max())}"),
             ("users with < 3 interactions", f"{(per_user < 3).sum():,}"),
             ("density", f"{density:.4%}"),
             ("time span", " .. ".join(
-                dt.datetime.fromtimestamp(int(t), dt.timezone.utc).date().isoformat()
+                dt.datetime.fromtimestamp(int(cast(int, t)), dt.timezone.utc).date().isoformat()
                 for t in (inter["timestamp"].min(), inter["timestamp"].max()))),
         ]  # fmt: skip
     if inter["rating"].null_count() < inter.height:
-        rows.append(("ratings", f"{inter['rating'].min()} .. {inter['rating'].max()}"))
+        low, high = cast(float, inter["rating"].min()), cast(float, inter["rating"].max())
+        rows.append(("ratings", f"{low} .. {high}"))
     years = items["year"].drop_nulls()
     if years.len():
-        rows.append(("years", f"{years.min()} .. {years.max()} ({items['year'].null_count()} "
+        first, last = cast(int, years.min()), cast(int, years.max())
+        rows.append(("years", f"{first} .. {last} ({items['year'].null_count()} "
                      "unknown)"))  # fmt: skip
     genres = items["genres"].explode().drop_nulls().value_counts(sort=True).head(6)
     if genres.height:
@@ -180,7 +168,7 @@ def template(
     from semid.data.movielens import MOVIELENS_NAMES
     from semid.data.queries import TemplateQueryGenerator, write_query_file
 
-    cfg = _config(dataset, path, max_items=max_items)
+    cfg = data_config(dataset, path, max_items=max_items)
     data = load_dataset(cfg)
     generator = TemplateQueryGenerator(
         title_share=title_share, specific=specific, max_items_per_query=max_items_per_query

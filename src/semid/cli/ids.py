@@ -8,9 +8,11 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
-from semid.errors import ConfigError, DataError
+from semid.cli.common import PluginOpt
+from semid.cli.tables import print_markdown
+from semid.errors import ConfigError, DataError, first_error
+from semid.quantizers.registry import QUANTIZERS
 
 ids_app = typer.Typer(help="Fit quantizers, assign and inspect semantic IDs.", no_args_is_help=True)
 console = Console()
@@ -66,9 +68,8 @@ def inspect(
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file():
-        console.print(
-            Markdown(f"## {path.name}\n\n" + format_diagnostics(_diagnostics_of_codes(path)))
-        )
+        diag = _diagnostics_of_codes(path)
+        print_markdown(console, f"## {path.name}\n\n" + format_diagnostics(diag))
         return
     folders = space_folders(_resolve_ids_folder(path))
     if not folders:
@@ -86,7 +87,7 @@ def inspect(
             f"{meta['codebook_size']}{' + disambiguation' if meta['disambiguation'] else ''}, "
             f"cardinalities {meta['cardinalities']}"
         )
-        console.print(Markdown(title + "\n\n" + format_diagnostics(diag)))
+        print_markdown(console, title + "\n\n" + format_diagnostics(diag))
 
 
 @ids_app.command()
@@ -94,11 +95,7 @@ def fit(
     embeddings: Annotated[Path, typer.Argument(help="Item embeddings, a float (n, d) .npy.")],
     out: Annotated[Path, typer.Option(help="Folder to write the ID space into (new).")],
     quantizer: Annotated[
-        str,
-        typer.Option(
-            help="rq-kmeans, rq-kmeans-balanced, rq-vae, rq-vae-defaults, "
-            "rq-vae-tuned, residual-lfq, residual-fsq or dictionary."
-        ),
+        str, typer.Option(help=f"{QUANTIZERS.choices()} (`semid ids list`).")
     ] = "rq-kmeans",
     levels: Annotated[int, typer.Option(help="Code levels.")] = 3,
     codebook_size: Annotated[int, typer.Option(help="Codes per level.")] = 256,
@@ -111,6 +108,12 @@ def fit(
         typer.Option("--set", "-s", help="Quantizer option KEY=VALUE, e.g. vae.lr=0.001."),
     ] = None,
     space: Annotated[str, typer.Option(help="Name of the ID space folder.")] = "item",
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin", help="Python module or .py file registering quantizers (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Fit a quantizer on an embedding matrix, assign IDs and write the ID space folder."""
     from pydantic import ValidationError
@@ -120,7 +123,9 @@ def fit(
     from semid.quantizers.config import QuantizerConfig
     from semid.quantizers.diagnostics import format_diagnostics
     from semid.quantizers.ids import build_ids
+    from semid.registry import load_plugins
 
+    load_plugins(plugin or [])
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: folder exists and is not empty")
     try:
@@ -138,22 +143,23 @@ def fit(
     try:
         cfg = QuantizerConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"quantizer option {loc}: {err['msg']}") from exc
+        loc, msg = first_error(exc)
+        raise ConfigError(f"quantizer option {loc}: {msg}") from exc
     with atomic_dir(out) as tmp:
         facts = build_ids(cfg, {space: X}, tmp, seed)
     from semid.io import read_json
 
     diag = read_json(out / space / "diagnostics.json")
-    console.print(Markdown(f"## {out / space}\n\n" + format_diagnostics(diag)))
+    print_markdown(console, f"## {out / space}\n\n" + format_diagnostics(diag))
     console.print(f"fit in {facts[space]['fit_seconds']} s; wrote {out / space}")
 
 
 @ids_app.command("list")
-def list_quantizers() -> None:
-    """List the quantizer names."""
-    from semid.quantizers import QUANTIZERS
+def list_quantizers(plugin: PluginOpt = None) -> None:
+    """List the quantizer names (with the installed plugins' entry points)."""
+    from semid.registry import load_plugins
 
-    for name in QUANTIZERS:
-        console.print(name)
+    load_plugins(plugin or [])
+    width = max(len(name) for name in QUANTIZERS)
+    for name, help_text in QUANTIZERS.describe():
+        console.print(f"{name:<{width}}  {help_text}".rstrip(), highlight=False)

@@ -1,0 +1,5 @@
+"""``python -m semid.cli``."""
+
+from semid.cli.main import entrypoint
+
+entrypoint()

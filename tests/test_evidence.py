@@ -1,0 +1,277 @@
+"""The RQ-VAE study's evidence page (semid.reports.evidence) on a small crafted study."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from semid.grid import CELL_DONE_FILE, config_hash, expand_grid, write_grid_json
+from semid.io import read_json, write_json, write_parquet
+from semid.reports.cells import load_study
+from semid.reports.evidence import write_evidence_page
+from semid.reports.evidence.collect import distinct_codes_in_top_k, downstream, run_setting
+from semid.reports.evidence.prose import (
+    epochs_text,
+    gap_closing,
+    knob_summary,
+    parameters_text,
+    scope_sentence,
+)
+from semid.reports.evidence.tables import downstream_table, fmt_p, id_row_cells
+
+N_ITEMS, N_EX = 6, 10
+UNIQUE = [[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [2, 1]]  # every item its own code
+COLLAPSED = [[0, 0], [0, 0], [0, 0], [0, 1], [0, 1], [0, 1]]  # two codes of three items
+# variant -> (quantizer settings, codes, search hits, rec hits): the first hits of N_EX examples
+VARIANTS = {
+    "rq-kmeans": ({"quantizer.name": "rq-kmeans"}, UNIQUE, 6, 4),
+    "rq-vae-defaults": ({"quantizer.name": "rq-vae-defaults"}, COLLAPSED, 2, 2),
+    "rq-vae-tuned": ({"quantizer.name": "rq-vae-tuned"}, UNIQUE, 5, 4),
+    "defaults+standardize": (
+        {"quantizer.name": "rq-vae-defaults", "quantizer.vae.normalize": "standardize"},
+        UNIQUE,
+        6,
+        5,
+    ),
+    "rq-kmeans-no-disambiguation": (
+        {"quantizer.name": "rq-kmeans", "quantizer.disambiguation": False},
+        UNIQUE,
+        6,
+        4,
+    ),
+    "rq-vae-defaults-no-disambiguation": (
+        {"quantizer.name": "rq-vae-defaults", "quantizer.disambiguation": False},
+        COLLAPSED,
+        1,
+        2,
+    ),
+}
+TARGETS = np.arange(N_EX) % N_ITEMS  # 0 1 2 3 4 5 0 1 2 3
+
+
+def _diagnostics(codes):
+    codes = np.asarray(codes)
+    _, counts = np.unique(codes, axis=0, return_counts=True)
+    return {
+        "n_items": len(codes),
+        "per_level": [
+            {"codes_used": len(set(codes[:, lvl])), "perplexity": 2.0} for lvl in range(2)
+        ],
+        "collisions": {
+            "distinct_ids": len(counts),
+            "colliding_items_share": float(counts[counts > 1].sum() / len(codes)),
+            "largest_bucket": int(counts.max()),
+        },
+        "reconstruction": {"explained_variance": 0.5 if len(counts) == N_ITEMS else 0.1},
+        "coherence": {"nn_same_depth_1": 0.4 if len(counts) == N_ITEMS else 0.2},
+    }
+
+
+def _write_cell(out, cache, cell, variant):
+    _, codes, search_hits, rec_hits = VARIANTS[variant]
+    run_dir = out / cell.name
+    ids = cache / "ids" / variant
+    write_json(
+        ids / "item" / "space.json",
+        {
+            "name": "item",
+            "cardinalities": [3, 2] + ([3] if cell.config.quantizer.disambiguation else []),
+            "levels": 2,
+            "disambiguation": cell.config.quantizer.disambiguation,
+        },
+    )
+    np.save(ids / "item" / "codes.npy", np.asarray(codes, dtype=np.int64))
+    write_json(ids / "item" / "diagnostics.json", _diagnostics(codes))
+    splits = cache / "splits"
+    if not splits.exists():  # items 0 and 1: 6 + 4 of the 20 training interactions = 50%
+        train = [[0] * 6, [1] * 4, [2, 3, 4], [5, 2, 3, 4, 5, 3, 4]]
+        write_parquet(splits / "sequences.parquet", pl.DataFrame({"train": train}))
+    rows, metrics = [], {}
+    for task, hits in (("search", search_hits), ("rec", rec_hits)):
+        ranks = np.where(np.arange(N_EX) < hits, 0, -1).astype(np.int64)
+        metrics[task] = {"recall@30": hits / N_EX}
+        rows.append(
+            pl.DataFrame(
+                {
+                    "method": "generative",
+                    "task": task,
+                    "input": [f"{task} {i}" for i in range(N_EX)],
+                    "target": TARGETS.astype(np.int64),
+                    "rank": ranks,
+                    "predicted": [[0, 1, 2, 3, -1]] * N_EX,
+                }
+            )
+        )
+    write_parquet(run_dir / "predictions.parquet", pl.concat(rows))
+    write_json(run_dir / "metrics.json", {"generative": metrics})
+    write_json(run_dir / "config.json", cell.config.model_dump(mode="json"))
+    stage = {"cached": False, "seconds": 1.0, "peak_rss_mb": 10}
+    write_json(
+        run_dir / "manifest.json",
+        {
+            "stages": {
+                "splits": {"path": str(splits), **stage},
+                "ids": {"path": str(ids), **stage},
+                "model": {
+                    "path": str(cache / "model"),
+                    **stage,
+                    "facts": {"parameters": 2_512_345},
+                },
+            }
+        },
+    )
+    write_json(run_dir / CELL_DONE_FILE, {"config_hash": config_hash(cell.config)})
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    spec = {
+        "name": "rq-vae-study",
+        "base": {
+            "preset": "smoke",
+            "set": {
+                "quantizer.levels": 2,
+                "quantizer.codebook_size": 256,
+                "train.epochs": 3,
+                "eval.beam_size": 12,
+            },
+        },
+        "axes": {"variant": {v: s[0] for v, s in VARIANTS.items()}, "seed": [0]},
+    }
+    grid = expand_grid(spec)
+    out, cache = tmp_path / "res", tmp_path / "cache"
+    write_grid_json(grid, out, cache)
+    for cell in grid.cells:
+        _write_cell(out, cache, cell, cell.labels["variant"])
+    return out
+
+
+def _id_row(catalogue, quantizer, n_items, distinct, shape="2x256"):
+    return {
+        "catalogue": catalogue,
+        "quantizer": quantizer,
+        "shape": shape,
+        "diagnostics": {
+            "n_items": n_items,
+            "per_level": [
+                {"codes_used": 256, "perplexity": 200.4},
+                {"codes_used": 250, "perplexity": 99.6},
+            ],
+            "collisions": {"distinct_ids": distinct, "colliding_items_share": 0.25},
+            "reconstruction": {"explained_variance": 0.4321},
+        },
+    }
+
+
+def test_downstream_numbers_hand_computed(study_dir):
+    study = load_study(study_dir)
+    rows = downstream(study, "rq-kmeans")
+    assert rows["rq-kmeans"]["search"]["recall"] == pytest.approx(0.6)
+    assert rows["rq-vae-defaults"]["search"]["recall"] == pytest.approx(0.2)
+    test = rows["rq-vae-defaults"]["search"]["vs_reference"]
+    assert test["kind"] == "bootstrap" and test["n"] == N_EX
+    assert test["mean_diff"] == pytest.approx(-0.4)
+    assert "vs_reference" not in rows["rq-kmeans"]["search"]
+    # collapsed codes: every target shares its code with 2 others; with the token all reachable
+    targets = rows["rq-vae-defaults"]["search"]["targets"]
+    assert targets["shared_code_share"] == 1.0 and targets["items_per_code"] == 3.0
+    assert targets["reachable_share"] == 1.0
+    # without the token only items 0 and 3 (first of each code) decode: 4 of the 10 targets
+    no_token = rows["rq-vae-defaults-no-disambiguation"]["search"]["targets"]
+    assert no_token["reachable_share"] == pytest.approx(0.4)
+    assert rows["rq-kmeans"]["search"]["targets"]["shared_code_share"] == 0.0
+    assert rows["rq-vae-defaults"]["ids"]["codes_used"] == [1, 2]
+    assert rows["rq-vae-defaults"]["ids"]["distinct_ids"] == 2
+    # head = items 0 and 1 (10 of 20 interactions): 2 of 6 items; rec targets 0,1,0,1 of 10
+    assert rows["_head_share"]["head_item_share"] == pytest.approx(2 / 6)
+    assert rows["_head_share"]["head_target_share"] == pytest.approx(0.4)
+    # rec hits are the first 4 examples (targets 0 1 2 3): head 2/4 hit, torso 2/6
+    assert rows["rq-kmeans"]["rec"]["head"] == pytest.approx(0.5)
+    assert rows["rq-kmeans"]["rec"]["torso"] == pytest.approx(2 / 6)
+
+
+def test_distinct_codes_in_top_k(study_dir):
+    study = load_study(study_dir)
+    # predicted [0, 1, 2, 3]: four codes with unique IDs, two when collapsed
+    assert distinct_codes_in_top_k(study, "rq-kmeans") == 4.0
+    assert distinct_codes_in_top_k(study, "rq-vae-defaults") == 2.0
+    assert np.isnan(distinct_codes_in_top_k(study, "no-such-row"))
+
+
+def test_settings_are_read_from_the_runs(study_dir):
+    study = load_study(study_dir)
+    setting = run_setting(study, "rq-kmeans")
+    assert setting["parameters"] == 2_512_345
+    assert setting["epochs"] == 3 and setting["beam_size"] == 12
+    assert setting["levels"] == 2 and setting["disambiguation"] is True
+    assert (
+        scope_sentence(setting, 6) == "a 2.5M-parameter generator trained for 3 epochs on 6 items"
+    )
+
+
+def test_number_words():
+    assert parameters_text(1_834_000) == "1.8M-parameter"
+    assert parameters_text(350_000) == "350k-parameter"
+    assert parameters_text(None) == "default-size"
+    assert epochs_text(2) == "2 epochs" and epochs_text(1.0) == "1 epoch"
+    assert epochs_text(0.5) == "0.5 epochs"
+    assert fmt_p(0.0123) == "0.012" and fmt_p(3.1e-5) == "3.1e-05" and fmt_p(None) == "—"
+
+
+def test_gap_closing_hand_computed():
+    def rows(ref, start, end):
+        return {g: {"search": {"recall": r}} for g, r in (("r", ref), ("s", start), ("e", end))}
+
+    assert gap_closing(rows(0.6, 0.2, 0.5), "r", "s", "e", "search") == (
+        "the tuned recipe closes 75% of the search gap"
+    )
+    assert "more than closes" in gap_closing(rows(0.6, 0.2, 0.7), "r", "s", "e", "search")
+    assert "does not narrow" in gap_closing(rows(0.6, 0.2, 0.1), "r", "s", "e", "search")
+    assert "no search gap" in gap_closing(rows(0.2, 0.3, 0.1), "r", "s", "e", "search")
+
+
+def test_tables(study_dir):
+    rows = downstream(load_study(study_dir), "rq-kmeans")
+    table = downstream_table(rows, ["rq-kmeans", "rq-vae-defaults", "missing"], "rq-kmeans")
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, two rows (missing rows are skipped)
+    assert lines[2].startswith("| **rq-kmeans** | 3 | 6 | 0.000 | 0.500 | 0.6000 | — | 0.4000 |")
+    assert lines[3].startswith("| rq-vae-defaults | 1 | 2 | 1.000 | 0.100 | 0.2000 |")
+    cells = id_row_cells(_id_row("25m", "rq-kmeans", 100, 80))
+    assert cells[3:] == ["256/250", "200/100", "80", "0.250", "0.800", "0.432", "—"]
+    # defaults+standardize removes the collapse (3 < 200 codes: no) and is not below rq-kmeans
+    summary = knob_summary(rows)
+    assert "codes used): none." in summary
+    assert "on search: defaults+standardize" in summary
+
+
+def test_page_states_measured_settings(study_dir, tmp_path):
+    bench = tmp_path / "bench"
+    write_json(
+        bench / "quantizers.json",
+        {
+            "rows": [
+                _id_row("ml-latest-small", "rq-kmeans", 6, 6),
+                _id_row("25m", "rq-kmeans", 100, 80),
+            ]
+        },
+    )
+    out, evidence_path = tmp_path / "docs" / "page.md", tmp_path / "docs" / "evidence.json"
+    evidence = write_evidence_page(study_dir, out, evidence_path, bench)
+    text = out.read_text()
+    assert read_json(evidence_path)["settings"]["rq-kmeans"]["epochs"] == 3
+    assert evidence["paper_table3"] == {}
+    assert "2.5M-parameter T5 trained from scratch for 3 epochs" in text
+    assert "beam 12" in text and "(6 movies)" in text and "2 × 256 codes plus" in text
+    assert "1.8M" not in text and "2 epochs" not in text
+    assert "the 100-item ML-25M table" in text
+    assert "2 × 256 leaves 20 items unreachable" in text and "recall cap 0.800" in text
+    assert "a 2.5M-parameter generator trained for 3 epochs on 6 items" in text
+    assert "(paper-table3 grid not run)" in text
+    # the defaults' epochs and optimizer come from the rq-vae-defaults cell's config
+    assert "trained 20 epochs with `adam`" in text
+    # verdict sentences, hand computed: rq-kmeans 0.6, defaults 0.2, tuned 0.5 on search
+    assert "- **search, content space, with the token**: defaults search 0.2000 vs 0.6000 " in text
+    assert "(difference -0.4000, p = " in text and "tuned search 0.5000 vs 0.6000 " in text
+    assert "the tuned recipe closes 75% of the search gap" in text
+    # rec: defaults 0.2 vs 0.4, tuned 0.4 = rq-kmeans: the whole gap closed
+    assert "the tuned recipe closes 100% of the rec gap" in text
