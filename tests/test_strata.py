@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from semid.reports.figures import TradeoffPoint, tradeoff_figure
 from semid.reports.strata import (
     bucket_label,
     code_bucket_sizes,
@@ -89,13 +88,6 @@ def test_strata_over_seeds_mean_and_std_by_hand():
     assert (rows[0]["seeds"], rows[1]["seeds"], rows[1]["std"]) == (2, 1, 0.0)
 
 
-def test_tradeoff_figure_writes_a_png(tmp_path):
-    points = [TradeoffPoint("rq-kmeans", 0.8, 0.01, 0.11, 0.005, 3)]
-    path = tradeoff_figure(points, tmp_path / "fig.png", 30, {"dense": (0.9, None)})
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob(".*.tmp"))
-
-
 def test_rewrite_run_report_names_what_is_missing(tmp_path):
     from semid.errors import ConfigError
     from semid.reports.report import rewrite_run_report
@@ -104,3 +96,27 @@ def test_rewrite_run_report_names_what_is_missing(tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"not a finished semid run \(metrics.json missing\)"):
         rewrite_run_report(tmp_path)
+
+
+def test_study_strata_table_one_line_per_row():
+    from semid.reports.breakdowns import strata_table
+
+    def table(named, other):
+        return pl.DataFrame(
+            {
+                "task": ["search"] * 3,
+                "method": ["generative"] * 3,
+                "stratum": ["query", "query", "bucket"],
+                "value": ["names title", "no title", "1"],
+                "recall": [named, other, 0.5],
+                "n": [6, 4, 10],
+            },
+            schema_overrides={"n": pl.UInt32},
+        )
+
+    text = strata_table(strata_over_seeds({"rq-kmeans": [table(0.9, 0.5), table(0.7, 0.3)]}), 30)
+    line = next(t for t in text.splitlines() if t.startswith("| rq-kmeans"))
+    assert line == (
+        "| rq-kmeans | 2 | 0.8000 ± 0.1414 (6) | 0.4000 ± 0.1414 (4) | 0.5000 ± 0.0000 (10) "
+        "| — | — |"
+    )

@@ -382,3 +382,57 @@ def collisions_table(rows: list[dict[str, Any]], k: int) -> str:
         f"R@{k} unique code",
     ]
     return md_table(header, body)
+
+
+def strata_rows(study: Study, k: int) -> pl.DataFrame:
+    """Generative search Recall@k per stratum (bucket size of the target's code; template
+    query names the title or not), mean and std over each row's finished seeds."""
+    from semid.reports.strata import code_bucket_sizes, search_strata, strata_over_seeds
+
+    per_row: dict[str, list[pl.DataFrame]] = {}
+    for group, cells in study.groups().items():
+        for cell in cells:
+            frame = cell.predictions(GENERATIVE, "search")
+            ids, data = cell.stage_path("ids"), cell.stage_path("data")
+            if frame is None or ids is None or not ids.exists():
+                continue
+            found = code_bucket_sizes(ids)
+            items = data / "items.parquet" if data is not None else None
+            titles = (
+                pl.read_parquet(items, columns=["title"])["title"].fill_null("").to_list()
+                if items is not None and items.exists()
+                else None
+            )
+            preds = frame.with_columns(
+                pl.lit("search").alias("task"), pl.lit(GENERATIVE).alias("method")
+            )
+            sizes = found[0] if found is not None else None
+            per_row.setdefault(group, []).append(search_strata(preds, sizes, titles, k))
+    return strata_over_seeds(per_row)
+
+
+def strata_table(table: pl.DataFrame, k: int) -> str:
+    """Markdown table of :func:`strata_rows`: one line per row, one column per stratum value."""
+    if not table.height:
+        return "No strata: no generator search predictions with codes or item titles found."
+    columns = [
+        ("query", "names title"),
+        ("query", "no title"),
+        ("bucket", "1"),
+        ("bucket", "2-4"),
+        ("bucket", "5+"),
+    ]
+    body = []
+    for (row,), part in table.group_by(["row"], maintain_order=True):
+        by = {(r["stratum"], r["value"]): r for r in part.iter_rows(named=True)}
+        cells = [str(row), str(part["seeds"].max())]
+        for key in columns:
+            r = by.get(key)
+            cells.append(
+                "—" if r is None else f"{fmt_mean_std(r['mean'], r['std'])} ({r['n']:.0f})"
+            )
+        body.append(cells)
+    header = ["row", "seeds", "names title", "no title", "code alone", "2-4 items", "5+ items"]
+    return (
+        md_table(header, body) + f"\n\nR@{k} of generative template search; n per seed in brackets."
+    )

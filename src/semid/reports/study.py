@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from semid.grid import CELL_FAILED_FILE
 from semid.io import read_json, write_json, write_text
@@ -42,6 +43,8 @@ from semid.reports.breakdowns import (
     diagnostics_table,
     head_torso,
     head_torso_table,
+    strata_rows,
+    strata_table,
 )
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
@@ -70,12 +73,13 @@ def write_study_report(
     rows = row_stats(study, k)
     ht = head_torso(study, k, head_share)
     collisions = collision_rows(study, k)
+    strata = strata_rows(study, k)
     plot = _tradeoff_plot(study, rows, k)
     failed = [c for c in study.cells if c.status == "failed"]
     text = (
         _intro(study, rows, failed)
         + _results_section(study, rows, k)
-        + _breakdown_sections(study, ht, collisions, k, head_share, plot is not None)
+        + _breakdown_sections(study, ht, collisions, strata, k, head_share, plot is not None)
         + _method_sections(study, rows, k)
     )
     if failed:
@@ -101,6 +105,7 @@ def write_study_report(
                 }
                 for r in ht.rows
             ],
+            "strata": strata.to_dicts(),
             "collisions": [
                 {kk: finite_or_none(v) if isinstance(v, float) else v for kk, v in r.items()}
                 for r in collisions
@@ -190,6 +195,7 @@ def _breakdown_sections(
     study: Study,
     ht: HeadTorso,
     collisions: list[dict[str, Any]],
+    strata: pl.DataFrame,
     k: int,
     head_share: float,
     plotted: bool,
@@ -223,6 +229,11 @@ def _breakdown_sections(
         "(without a disambiguation token only one item per code is decodable); Recall split by "
         "whether the target's code is shared. Means over seeds.\n",
         collisions_table(collisions, k) + "\n",
+        "## Search by query kind and code bucket\n",
+        "Template queries that name the target's title vs those that do not (the hard half: "
+        "attributes only), and targets by how many items share their code (1: the code alone "
+        "identifies the item). Mean ± std over seeds.\n",
+        strata_table(strata, k) + "\n",
     ]
 
 
