@@ -15,8 +15,9 @@ import torch
 from scale_fixture import job
 from torch.overrides import TorchFunctionMode
 
+from semid.device import resolve_device
 from semid.generative.config import TrainConfig
-from semid.generative.model import autocast_dtype, resolve_device
+from semid.generative.model import autocast_dtype
 from semid.generative.retriever import GenerativeRetriever
 from semid.generative.train import train_generator
 
