@@ -165,14 +165,14 @@ def logged_noop_pipeline(cfg, runs_dir, cache_dir):
     log_dir = Path(os.environ["STAGE_BUILD_LOG"])
     original = Run.stage
 
-    def stage(self, name, material, build, force=False):
+    def stage(self, name, material, build, force=False, **kwargs):
         def fake(out):
             kind, key = stage_kind(name), stable_hash(material)
             (log_dir / f"{kind}.{key}.{uuid.uuid4().hex}.start").touch()
             time.sleep(1.0 if kind == "embeddings" else 0.2)
             return {}
 
-        return original(self, name, material, fake, force)
+        return original(self, name, material, fake, force, **kwargs)
 
     Run.stage = stage
     semid.pipeline.finalize_run = lambda state: write_json(state.run.run_dir / "metrics.json", {})

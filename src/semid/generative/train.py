@@ -261,7 +261,6 @@ def train_generator(
 def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
     device = accelerator.device
     world, rank = accelerator.num_processes, accelerator.process_index
-    parts = world * cfg.grad_accum_steps
     rng = np.random.default_rng(seed)
     model.train()
     objective = _Objective(model, masks)
@@ -270,18 +269,7 @@ def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
     total = math.ceil(cfg.epochs * steps_per_epoch)
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    optimizer, scheduler = _optimizer(model, cfg, total)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped here, once per optimizer step
     torch.manual_seed(seed + rank)  # dropout: its own stream per process (after prepare)
@@ -302,45 +290,15 @@ def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
         rng.bit_generator.state = progress.epoch_start_state
         batches = length_bucketed_batches(examples.lengths, cfg.batch_size, rng)
         for idx in batches[progress.position :]:
-            local_loss = 0.0
-            for micro in range(cfg.grad_accum_steps):
-                part = shard(idx, parts)[micro * world + rank]
-                weight = len(part) * parts / len(idx)
-                if len(part) == 0:
-                    part = idx[:1]
-                local_loss += _micro_step(
-                    accelerator,
-                    objective,
-                    optimizer,
-                    scheduler,
-                    examples,
-                    part,
-                    pad_id,
-                    cfg,
-                    weight,
-                    noise_rng,
-                    device,
-                )
+            local_loss = _optimizer_step(
+                accelerator, objective, optimizer, scheduler, examples, idx, pad_id, cfg, noise_rng
+            )
             progress.step += 1
             progress.position += 1
             progress.seen += len(idx)
             progress.running.append(local_loss / cfg.grad_accum_steps)
             if progress.step % 50 == 0 or progress.step == total:
-                running = torch.tensor(progress.running, device=device)
-                mean = (
-                    float(accelerator.reduce(running, "mean").mean())
-                    if world > 1
-                    else float(np.mean(progress.running))
-                )
-                progress.curve.append(
-                    {
-                        "step": progress.step,
-                        "epoch": round(progress.step / steps_per_epoch, 3),
-                        "loss": mean,
-                    }
-                )
-                bar.set_postfix(loss=f"{mean:.3f}")
-                progress.running = []
+                _log_loss(accelerator, progress, steps_per_epoch, bar)
             bar.update(1)
             if (
                 folder is not None
@@ -371,6 +329,72 @@ def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
         "resumed": resumed,
         "loss_curve": progress.curve,
     }
+
+
+def _optimizer(model, cfg: TrainConfig, total: int):
+    """AdamW, weight decay on weight matrices only (not on biases or norms), under a cosine
+    schedule with linear warmup over ``total`` steps; returns (optimizer, scheduler)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    return optimizer, scheduler
+
+
+def _optimizer_step(
+    accelerator, objective, optimizer, scheduler, examples, idx, pad_id, cfg, noise_rng
+) -> float:
+    """One optimizer step on batch ``idx``: this process's shard of it in ``grad_accum_steps``
+    micro-steps (weighted by shard size); returns the summed local loss."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    parts = world * cfg.grad_accum_steps
+    local_loss = 0.0
+    for micro in range(cfg.grad_accum_steps):
+        part = shard(idx, parts)[micro * world + rank]
+        weight = len(part) * parts / len(idx)
+        if len(part) == 0:
+            part = idx[:1]
+        local_loss += _micro_step(
+            accelerator,
+            objective,
+            optimizer,
+            scheduler,
+            examples,
+            part,
+            pad_id,
+            cfg,
+            weight,
+            noise_rng,
+            accelerator.device,
+        )
+    return local_loss
+
+
+def _log_loss(accelerator, progress: _Progress, steps_per_epoch: int, bar) -> None:
+    """Add the mean loss since the last point (over every process) to the loss curve."""
+    running = torch.tensor(progress.running, device=accelerator.device)
+    mean = (
+        float(accelerator.reduce(running, "mean").mean())
+        if accelerator.num_processes > 1
+        else float(np.mean(progress.running))
+    )
+    progress.curve.append(
+        {
+            "step": progress.step,
+            "epoch": round(progress.step / steps_per_epoch, 3),
+            "loss": mean,
+        }
+    )
+    bar.set_postfix(loss=f"{mean:.3f}")
+    progress.running = []
 
 
 def _due(accelerator, cfg: TrainConfig, step: int, last_save: float) -> bool:
