@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DONE_FILE = "_stage.json"
 
-# The pipeline's stages, in order (implemented in :mod:`semid.pipeline`). Kept here so that
+# The pipeline's stages, in order (implemented in :mod:`semid.stages`). Kept here so that
 # readers of run directories (reports) need not import the pipeline and torch.
 STAGES = ["data", "splits", "embeddings", "ids", "model", "evaluate", "reference", "baselines"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from semid.cli.common import data_config
 from semid.errors import ConfigError, SemidError
+
+if TYPE_CHECKING:
+    from semid.data.llm_queries import LLMSettings
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -203,10 +206,7 @@ def generate(
     )
     data_cfg = data_config(dataset, path, max_items=max_items, max_tags=max_tags)
     items = load_dataset(data_cfg).items
-    console.print(
-        f"[bold]{min(limit or items.height, items.height)}[/bold] items -> {settings.model} at "
-        f"{settings.public_base_url} (concurrency {settings.concurrency})"
-    )
+    _print_endpoint(min(limit or items.height, items.height), settings)
     try:
         summary = generate_query_file(
             items,
@@ -222,15 +222,27 @@ def generate(
             progress=progress,
         )
     except KeyboardInterrupt:
-        where = cache or out.with_name(out.name + ".cache.jsonl")
-        console.print(
-            f"[yellow]interrupted[/yellow]: finished items are kept in {where}; run the same "
-            "command again to continue"
-        )
-        raise typer.Exit(130) from None
+        raise _interrupted(cache or out.with_name(out.name + ".cache.jsonl")) from None
     _print_summary(summary)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _print_endpoint(n_items: int, settings: LLMSettings) -> None:
+    """Say how many items go to which model and endpoint, how many requests at a time."""
+    console.print(
+        f"[bold]{n_items}[/bold] items -> {settings.model} at "
+        f"{settings.public_base_url} (concurrency {settings.concurrency})"
+    )
+
+
+def _interrupted(cache: Path) -> typer.Exit:
+    """Ctrl-C: say where the finished items are kept; the exit (status 130) to raise."""
+    console.print(
+        f"[yellow]interrupted[/yellow]: finished items are kept in {cache}; run the same "
+        "command again to continue"
+    )
+    return typer.Exit(130)
 
 
 def _id_key(data_cfg: Any) -> str:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -28,6 +28,9 @@ from semid.cli.tables import print_markdown, print_table
 from semid.embeddings.spaces import SPACES
 from semid.errors import SemidError
 from semid.quantizers.registry import QUANTIZERS
+
+if TYPE_CHECKING:
+    from semid.grid import Grid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -287,7 +290,7 @@ def grid(
 ) -> None:
     """Run every cell of a grid (axes x values), resuming finished cells and shared stages."""
     from semid.cli.tables import print_plan
-    from semid.grid import load_grid, run_grid
+    from semid.grid import load_grid
 
     spec = load_grid(grid_file, preset, overrides, plugin)
     out = runs_dir or Path("results") / (f"{spec.name}-{preset}" if preset else spec.name)
@@ -298,10 +301,36 @@ def grid(
 
         print_gpu_hours(spec, only, Console())
         return
+    statuses = _run_cells(
+        spec, out, cache, only, jobs, backend, address, cpus_per_cell, gpus_per_cell
+    )
+    failed = _print_grid_summary(spec.name, statuses)
+    if write_report:
+        from semid.reports.study import write_study_report
+
+        console.print(f"report: {write_study_report(out)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _run_cells(
+    spec: Grid,
+    out: Path,
+    cache: Path,
+    only: list[str] | None,
+    jobs: int,
+    backend: str,
+    address: str | None,
+    cpus_per_cell: float,
+    gpus_per_cell: float,
+) -> dict[str, str]:
+    """Run the grid's cells on ``backend`` (``local`` or ``ray``); each cell's status."""
+    from semid.grid import run_grid
+
     if backend == "ray":
         from semid.grid_ray import run_grid_ray
 
-        statuses = run_grid_ray(
+        return run_grid_ray(
             spec,
             out,
             address=address,
@@ -311,23 +340,22 @@ def grid(
             cache_dir=cache,
             only=only,
         )
-    elif backend == "local":
-        statuses = run_grid(spec, out, jobs=jobs, cache_dir=cache, only=only)
-    else:
-        raise SemidError(f"--backend {backend}: must be local or ray")
-    failed = {name: s for name, s in statuses.items() if s.startswith("failed")}
+    if backend == "local":
+        return run_grid(spec, out, jobs=jobs, cache_dir=cache, only=only)
+    raise SemidError(f"--backend {backend}: must be local or ray")
+
+
+def _print_grid_summary(name: str, statuses: dict[str, str]) -> dict[str, str]:
+    """Print how many cells ran, were done already or failed (with their errors); returns the
+    failed ones."""
+    failed = {cell: s for cell, s in statuses.items() if s.startswith("failed")}
     console.print(
-        f"grid {spec.name}: {sum(s == 'done' for s in statuses.values())} ran, "
+        f"grid {name}: {sum(s == 'done' for s in statuses.values())} ran, "
         f"{sum(s == 'skipped' for s in statuses.values())} already done, {len(failed)} failed"
     )
-    for name, status in failed.items():
-        console.print(f"[red]{name}[/red]: {status}")
-    if write_report:
-        from semid.reports.study import write_study_report
-
-        console.print(f"report: {write_study_report(out)}")
-    if failed:
-        raise typer.Exit(1)
+    for cell, status in failed.items():
+        console.print(f"[red]{cell}[/red]: {status}")
+    return failed
 
 
 @app.command()

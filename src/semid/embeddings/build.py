@@ -172,22 +172,29 @@ def build_embeddings(
         spaces[name] = matrix
         write_npy(out_dir / f"{name}.npy", matrix)
     if inputs.users is not None:
-        rec, scores_space = inputs.users
-        write_npy(out_dir / "users.npy", rec.user_embeddings_.astype(np.float32))
-        write_npy(out_dir / "rec_items_raw.npy", rec.item_embeddings_.astype(np.float32))
-        write_json(out_dir / "users.json", [int(u) for u in splits.sequences["user_id"]])
-        meta["users"] = {
-            "vectors": "users.npy",
-            "ids": "users.json",
-            "scores_space": scores_space,
-            "raw_items": "rec_items_raw.npy",
-        }
+        meta["users"] = _write_users(inputs.users, splits, out_dir)
     meta["query"] = query
     meta["spaces"] = {name: list(matrix.shape) for name, matrix in spaces.items()}
     meta["seconds"] = round(time.perf_counter() - start, 2)
     write_json(out_dir / META_FILE, meta)
     facts.update(dims=meta["spaces"], seconds=meta["seconds"], data_hash=meta["data_hash"])
     return facts
+
+
+def _write_users(users: tuple[Any, str], splits: Splits, out_dir: Path) -> dict[str, str]:
+    """Write a rec model's user vectors, their user ids and its raw item vectors into the
+    space's folder; returns their ``meta["users"]`` entry (``users``: the model and the ID
+    space its user vectors score)."""
+    rec, scores_space = users
+    write_npy(out_dir / "users.npy", rec.user_embeddings_.astype(np.float32))
+    write_npy(out_dir / "rec_items_raw.npy", rec.item_embeddings_.astype(np.float32))
+    write_json(out_dir / "users.json", [int(u) for u in splits.sequences["user_id"]])
+    return {
+        "vectors": "users.npy",
+        "ids": "users.json",
+        "scores_space": scores_space,
+        "raw_items": "rec_items_raw.npy",
+    }
 
 
 def reuse_search(folder: Path, out_dir: Path, meta: dict, query: dict) -> np.ndarray:
