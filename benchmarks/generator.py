@@ -57,6 +57,26 @@ RECIPES: dict[str, tuple[list[str], str]] = {
     "no-centroid-init": (["model.id_init=random"], "new default with random ID-token rows"),
     "no-level-softmax": (["train.level_softmax=false"], "new default, full-vocabulary softmax"),
     "one-slot": (["model.text_slots=1"], "new default, the text vector fills one position"),
+    # The study grid's cpu cell (grids/rq-vae-study.yaml, rq-kmeans__s0): 2 x 256 IDs as in the
+    # paper, 2 epochs, indexing inputs twice per epoch. Measure it with
+    # --existing cpu-cell=RESULTS/rq-kmeans__s0 (the grid trained it).
+    "cpu-cell": (
+        [
+            "embedding.space=content",
+            "quantizer.name=rq-kmeans",
+            "quantizer.levels=2",
+            "quantizer.codebook_size=256",
+            "quantizer.disambiguation=true",
+            "quantizer.seed=0",
+            "train.seed=0",
+            "train.epochs=2",
+            "train.indexing_repeats=2",
+            "eval.ks=[10,30]",
+            "eval.beam_size=30",
+        ],
+        "the study grid's cpu cell: rq-kmeans 2x256 + disambiguation, 2 epochs, indexing 2x "
+        "(no R@1: the grid scores K = 10, 30)",
+    ),
 }
 
 
