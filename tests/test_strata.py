@@ -120,3 +120,17 @@ def test_study_strata_table_one_line_per_row():
         "| rq-kmeans | 2 | 0.8000 ± 0.1414 (6) | 0.4000 ± 0.1414 (4) | 0.5000 ± 0.0000 (10) "
         "| — | — |"
     )
+
+
+def test_cli_report_on_a_run_directory_rewrites_its_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import semid.reports.report as report
+    from semid.cli.main import app
+
+    seen = []
+    monkeypatch.setattr(report, "rewrite_run_report", lambda d: seen.append(d) or d / "report.md")
+    (tmp_path / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen == [tmp_path]

@@ -360,7 +360,10 @@ def _print_grid_summary(name: str, statuses: dict[str, str]) -> dict[str, str]:
 
 @app.command()
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="A grid results folder (`semid grid`).")],
+    results_dir: Annotated[
+        Path,
+        typer.Argument(help="A grid results folder (`semid grid`) or one run directory."),
+    ],
     k: Annotated[
         int | None, typer.Option(help="Cut-off of the tables (default: 30, else the largest K).")
     ] = None,
@@ -372,9 +375,18 @@ def report(
         ),
     ] = 0.5,
 ) -> None:
-    """Write RESULTS_DIR/report.md: tables over seeds, paired tests, head/torso, diagnostics."""
+    """Write RESULTS_DIR/report.md: tables over seeds, paired tests, head/torso, diagnostics.
+
+    Given a run directory (no grid.json, a manifest.json), rewrite that run's report from its
+    files instead (nothing is recomputed).
+    """
     from semid.reports.study import write_study_report
 
+    if not (results_dir / "grid.json").exists() and (results_dir / "manifest.json").exists():
+        from semid.reports.report import rewrite_run_report
+
+        console.print(f"report: {rewrite_run_report(results_dir)}")
+        return
     console.print(f"report: {write_study_report(results_dir, k=k, head_share=head_share)}")
 
 
