@@ -8,7 +8,6 @@ title. Both reports (a run's and a study's) read these from here.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,17 +50,15 @@ def bucket_label(size: int) -> str:
     return f"{BUCKET_EDGES[-1]}+"
 
 
-def _words(text: str) -> str:
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
-
-
 def names_title(inputs: Sequence[str], targets: Sequence[int], titles: Sequence[str]) -> np.ndarray:
-    """Per query: does it contain its target's title (case, punctuation and spacing ignored)?"""
-    out = np.zeros(len(inputs), dtype=bool)
-    for row, (text, target) in enumerate(zip(inputs, targets, strict=True)):
-        title = _words(titles[int(target)] or "")
-        out[row] = bool(title) and f" {title} " in f" {_words(text)} "
-    return out
+    """Per query: does it contain its target's title as whole words (case-insensitive; the
+    rule of :func:`semid.data.query_files.contains_title`, used for the title share too)?"""
+    from semid.data.query_files import contains_title
+
+    return np.array(
+        [contains_title(text, titles[int(t)]) for text, t in zip(inputs, targets, strict=True)],
+        dtype=bool,
+    )
 
 
 def search_strata(
