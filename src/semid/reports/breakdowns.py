@@ -387,22 +387,22 @@ def collisions_table(rows: list[dict[str, Any]], k: int) -> str:
 def strata_rows(study: Study, k: int) -> pl.DataFrame:
     """Generative search Recall@k per stratum (bucket size of the target's code; template
     query names the title or not), mean and std over each row's finished seeds."""
-    from semid.reports.strata import code_bucket_sizes, search_strata, strata_over_seeds
+    from semid.reports.strata import (
+        code_bucket_sizes,
+        item_titles,
+        search_strata,
+        strata_over_seeds,
+    )
 
     per_row: dict[str, list[pl.DataFrame]] = {}
     for group, cells in study.groups().items():
         for cell in cells:
             frame = cell.predictions(GENERATIVE, "search")
-            ids, data = cell.stage_path("ids"), cell.stage_path("data")
+            ids = cell.stage_path("ids")
             if frame is None or ids is None or not ids.exists():
                 continue
             found = code_bucket_sizes(ids)
-            items = data / "items.parquet" if data is not None else None
-            titles = (
-                pl.read_parquet(items, columns=["title"])["title"].fill_null("").to_list()
-                if items is not None and items.exists()
-                else None
-            )
+            titles = item_titles(cell.manifest or {})
             preds = frame.with_columns(
                 pl.lit("search").alias("task"), pl.lit(GENERATIVE).alias("method")
             )

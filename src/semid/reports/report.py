@@ -235,16 +235,6 @@ def rewrite_run_report(run_dir: Path) -> Path:
     return write_run_report(run_dir, cfg, manifest, metrics, Path(ids) if ids else None)
 
 
-def _item_titles(manifest: dict) -> list[str] | None:
-    import polars as pl
-
-    data = manifest.get("stages", {}).get("data", {}).get("path")
-    items = Path(data) / "items.parquet" if data else None
-    if items is None or not items.exists():
-        return None
-    return pl.read_parquet(items, columns=["title"])["title"].fill_null("").to_list()
-
-
 def write_run_report(
     run_dir: Path,
     cfg: RunConfig,
@@ -259,6 +249,8 @@ def write_run_report(
     """
     model_facts = manifest.get("stages", {}).get("model", {}).get("facts", {})
     tokens = tokens if tokens is not None else tokens_read(manifest, metrics)
+    from semid.reports.strata import item_titles
+
     q = cfg.quantizer
     text = [
         f"# semid run `{Path(run_dir).name}`\n",
@@ -276,7 +268,7 @@ def write_run_report(
         "'items listed' counts distinct items across all the set's top-K lists.\n",
         results_section(metrics, cfg.eval.ks),
         "## Search recall by stratum\n",
-        strata_section(run_dir, ids_path, max(cfg.eval.ks), _item_titles(manifest)),
+        strata_section(run_dir, ids_path, max(cfg.eval.ks), item_titles(manifest)),
         "## Semantic-ID diagnostics\n",
         diagnostics_section(ids_path),
         "## Stages\n",

@@ -42,6 +42,15 @@ def shared_code_items(ids_path: str | Path) -> tuple[np.ndarray, int] | None:
     return sizes > 1, levels
 
 
+def item_titles(manifest: dict) -> list[str] | None:
+    """The item titles of a run (its data stage's ``items.parquet``), or None when absent."""
+    data = (manifest.get("stages", {}).get("data") or {}).get("path")
+    items = Path(data) / "items.parquet" if data else None
+    if items is None or not items.exists():
+        return None
+    return pl.read_parquet(items, columns=["title"])["title"].fill_null("").to_list()
+
+
 def bucket_label(size: int) -> str:
     """The bucket-size stratum of a code shared by ``size`` items: "1", "2-4" or "5+"."""
     for low, high in zip(BUCKET_EDGES, BUCKET_EDGES[1:], strict=False):
