@@ -275,3 +275,87 @@ def test_page_states_measured_settings(study_dir, tmp_path):
     assert "the tuned recipe closes 75% of the search gap" in text
     # rec: defaults 0.2 vs 0.4, tuned 0.4 = rq-kmeans: the whole gap closed
     assert "the tuned recipe closes 100% of the rec gap" in text
+
+
+def test_gap_decomposition_hand_computed():
+    from semid.reports.evidence.gaps import decompose, gap_rows
+
+    # reference: 60 unique-code targets at 0.8, 40 in 2-4 buckets at 0.5 (overall 0.68);
+    # row: 20 at 0.7, 80 at 0.4 (overall 0.46): gap -0.22 = collisions -0.12 + within -0.10
+    strata = pl.DataFrame(
+        {
+            "row": ["ref", "ref", "row", "row", "ref", "ref", "row", "row"],
+            "stratum": ["bucket"] * 4 + ["query"] * 4,
+            "value": ["1", "2-4", "1", "2-4", "names title", "no title"] * 1
+            + ["names title", "no title"],
+            "mean": [0.8, 0.5, 0.7, 0.4, 0.9, 0.4, 0.5, 0.4],
+            "std": [0.0] * 8,
+            "seeds": [3] * 8,
+            "n": [60.0, 40.0, 20.0, 80.0, 60.0, 40.0, 60.0, 40.0],
+        }
+    )
+    b = decompose(strata, "row", "ref", "bucket")
+    assert b["gap"] == pytest.approx(-0.22)
+    assert b["composition"] == pytest.approx(-0.12)
+    assert b["within"] == pytest.approx(-0.10)
+    q = decompose(strata, "row", "ref", "query")
+    assert q["composition"] == pytest.approx(0.0)  # same queries: no mix effect
+    assert q["parts"]["names title"] == pytest.approx(0.6 * (0.5 - 0.9))
+    assert q["parts"]["no title"] == pytest.approx(0.0)
+    # a bucket the row has targets in but the reference has none: no split
+    assert decompose(strata, "ref", "row", "bucket") is not None
+    gone = strata.filter(~((pl.col("row") == "ref") & (pl.col("value") == "2-4")))
+    assert decompose(gone, "row", "ref", "bucket") is None
+    assert gap_rows(strata, [("row", "ref")])["row"]["title_share"] == pytest.approx(0.6)
+
+
+def test_query_set_rows(study_dir):
+    from semid.reports.query_sets import query_set_rows, query_sets_table
+
+    rows = {r["row"]: r for r in query_set_rows(load_study(study_dir), 30)}
+    assert rows["rq-kmeans"]["search"][0] == pytest.approx(0.6)
+    assert np.isnan(rows["rq-kmeans"]["search"][1])  # one seed: no spread
+    assert rows["rq-vae-defaults"]["rec"][0] == pytest.approx(0.2)
+    assert rows["rq-kmeans"]["search_real"] is None  # no real requests in these cells
+    assert "dense" not in rows  # no reference metrics in these cells
+    table = query_sets_table(list(rows.values()), 30)
+    assert "| rq-kmeans | 1 | 0.6000 | — | — | 0.4000 |" in table
+
+
+def test_report_cli_publishes_the_evidence_page(study_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from semid.cli.main import app
+
+    page, publish = tmp_path / "docs" / "rq-vae-study.md", tmp_path / "docs" / "results" / "s"
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(study_dir),
+            "--publish",
+            str(publish),
+            "--evidence",
+            str(page),
+            "--benchmarks",
+            str(tmp_path / "no-benchmark"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in publish.iterdir()) == [
+        "evidence.json",
+        "report.md",
+        "results.json",
+        "study.json",
+        "tradeoff.png",
+    ]
+    text = page.read_text()
+    assert "[`results/s/`](results/s/report.md)" in text
+    assert f"semid report RESULTS --publish {publish} --evidence {page}" in text
+    assert "(ID-level quantizer benchmark not run)" in text
+    assert "Scope: 1 training seed (" in text and "not seeds" in text
+    # rq-vae-tuned vs rq-kmeans: both codes unique, so the whole gap is within buckets
+    gaps = read_json(publish / "evidence.json")["search_gaps"]
+    assert gaps["rq-vae-tuned"]["buckets"]["composition"] == pytest.approx(0.0)
+    assert gaps["rq-vae-tuned"]["buckets"]["within"] == pytest.approx(-0.1)
+    assert "rq-vae-defaults" not in gaps  # its 3-item buckets have no rq-kmeans counterpart

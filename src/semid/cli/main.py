@@ -374,13 +374,35 @@ def report(
             "the rest is the torso."
         ),
     ] = 0.5,
+    publish: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also copy report.md, study.json, results.json and tradeoff.png (and the "
+            "evidence page's evidence.json) into this folder, e.g. docs/results/NAME, to commit."
+        ),
+    ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the RQ-VAE evidence page (an rq-vae-study grid), e.g. "
+            "docs/rq-vae-study.md; its evidence.json goes to --publish (else RESULTS_DIR)."
+        ),
+    ] = None,
+    benchmarks: Annotated[
+        Path,
+        typer.Option(help="With --evidence: folder of the quantizer benchmark's JSON files."),
+    ] = Path("benchmarks/results"),
+    table3: Annotated[
+        Path | None,
+        typer.Option(help="With --evidence: a paper-table3 grid results folder, if run."),
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/report.md: tables over seeds, paired tests, head/torso, diagnostics.
 
     Given a run directory (no grid.json, a manifest.json), rewrite that run's report from its
     files instead (nothing is recomputed).
     """
-    from semid.reports.study import write_study_report
+    from semid.reports.study import publish_study, write_study_report
 
     if not (results_dir / "grid.json").exists() and (results_dir / "manifest.json").exists():
         from semid.reports.report import rewrite_run_report
@@ -388,6 +410,14 @@ def report(
         console.print(f"report: {rewrite_run_report(results_dir)}")
         return
     console.print(f"report: {write_study_report(results_dir, k=k, head_share=head_share)}")
+    if evidence is not None:
+        from semid.reports.evidence import write_evidence_page
+
+        evidence_json = (publish or results_dir) / "evidence.json"
+        write_evidence_page(results_dir, evidence, evidence_json, benchmarks, table3)
+        console.print(f"evidence page: {evidence} ({evidence_json})")
+    for path in publish_study(results_dir, publish) if publish is not None else []:
+        console.print(f"published: {path}")
 
 
 def _print_items(frame) -> None:

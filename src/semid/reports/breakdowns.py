@@ -221,7 +221,6 @@ def diagnostics_table(study: Study) -> str:
 def cost_table(study: Study) -> str:
     """Wall time of the stages each cell computed itself (cached stages cost nothing)."""
     body = []
-    distinct: dict[str, float] = {}  # stage folder -> seconds it took to build
     built: dict[str | None, float | None] = {}  # cached stage folder -> its _stage.json seconds
     for cell in study.cells:
         if cell.manifest is None:
@@ -247,8 +246,6 @@ def cost_table(study: Study) -> str:
                 total += seconds
                 with_cached += seconds
                 cells.append(f"{seconds:.0f}")
-            if path and seconds is not None:
-                distinct[path] = float(seconds)
         peaks = [s.get("peak_rss_mb") for s in info.values() if s.get("peak_rss_mb")]
         body.append(
             [cell.name, cell.status]
@@ -258,12 +255,28 @@ def cost_table(study: Study) -> str:
     if not body:
         return "No cell has started yet."
     header = ["cell", "status"] + STAGES + ["this cell s", "with cached s", "peak RSS MB"]
+    distinct = stage_build_seconds(study)
     footer = (
         f"\n\nWhole grid from an empty cache, one cell at a time: "
         f"{sum(distinct.values()) / 60:.1f} min (each of the {len(distinct)} distinct stage "
         "folders counted once, at the seconds it took to build)."
     )
     return md_table(header, body) + footer
+
+
+def stage_build_seconds(study: Study) -> dict[str, float]:
+    """Stage folder -> the seconds it took to build, each distinct folder of the grid once
+    (a cached stage counts at the seconds its ``_stage.json`` recorded when it was built)."""
+    distinct: dict[str, float] = {}
+    for cell in study.cells:
+        for s in ((cell.manifest or {}).get("stages") or {}).values():
+            path = s.get("path")
+            if not path or path in distinct:
+                continue
+            seconds = _built_seconds(path) if s.get("cached") else float(s.get("seconds") or 0)
+            if seconds is not None:
+                distinct[path] = float(seconds)
+    return distinct
 
 
 def _built_seconds(path: str | None) -> float | None:

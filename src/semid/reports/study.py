@@ -27,6 +27,7 @@ Every number is read from the cells' run directories (``metrics.json``, ``predic
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from semid.grid import CELL_FAILED_FILE
-from semid.io import read_json, write_json, write_text
+from semid.io import atomic_path, read_json, write_json, write_text
 from semid.reports.breakdowns import (
     HeadTorso,
     collision_rows,
@@ -48,6 +49,7 @@ from semid.reports.breakdowns import (
 )
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
+from semid.reports.query_sets import query_set_rows, query_sets_table
 from semid.reports.stats import BOOTSTRAP_RESAMPLES, MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 from semid.reports.tables import (
     RowStats,
@@ -74,12 +76,14 @@ def write_study_report(
     ht = head_torso(study, k, head_share)
     collisions = collision_rows(study, k)
     strata = strata_rows(study, k)
+    query_sets = query_set_rows(study, k)
     plot = _tradeoff_plot(study, rows, k)
     failed = [c for c in study.cells if c.status == "failed"]
     text = (
         _intro(study, rows, failed)
         + _results_section(study, rows, k)
         + _breakdown_sections(study, ht, collisions, strata, k, head_share, plot is not None)
+        + _query_set_section(query_sets, k)
         + _method_sections(study, rows, k)
     )
     if failed:
@@ -106,6 +110,13 @@ def write_study_report(
                 for r in ht.rows
             ],
             "strata": strata.to_dicts(),
+            "query_sets": [
+                {
+                    kk: [finite_or_none(x) for x in v] if isinstance(v, tuple) else v
+                    for kk, v in r.items()
+                }
+                for r in query_sets
+            ],
             "collisions": [
                 {kk: finite_or_none(v) if isinstance(v, float) else v for kk, v in r.items()}
                 for r in collisions
@@ -237,6 +248,18 @@ def _breakdown_sections(
     ]
 
 
+def _query_set_section(rows: list[dict[str, Any]], k: int) -> list[str]:
+    return [
+        "## Every query set and coverage\n",
+        f"Generative Recall@{k} on each evaluation set of the cells (template search; the query "
+        "made of each test item's title alone; the real human requests when the run had them; "
+        "recommendation), mean ± std over seeds, with the references the generator is measured "
+        "against (dense kNN over the embeddings the IDs came from; SASRec). *Coverage*: distinct "
+        f"items across all top-{k} lists of the set, mean over seeds.\n",
+        query_sets_table(rows, k) + "\n",
+    ]
+
+
 def _method_sections(study: Study, rows: list[RowStats], k: int) -> list[str]:
     return [
         "## Statistical tests\n",
@@ -280,3 +303,21 @@ def _seed_note(rows: list[RowStats]) -> str:
 def _error(cell: CellResult) -> str:
     path = cell.run_dir / CELL_FAILED_FILE
     return read_json(path).get("error", "?").replace("|", "/") if path.exists() else "?"
+
+
+PUBLISHED_FILES = ("report.md", "study.json", "results.json", "tradeoff.png")
+
+
+def publish_study(results_dir: str | Path, target: str | Path) -> list[Path]:
+    """Copy a study's committable files (report, study.json, results.json, the figure) into
+    ``target``, each written to a temporary file and renamed; returns the files written."""
+    results_dir, target = Path(results_dir), Path(target)
+    written = []
+    for name in PUBLISHED_FILES:
+        source = results_dir / name
+        if not source.exists():
+            continue
+        with atomic_path(target / name) as tmp:
+            shutil.copyfile(source, tmp)
+        written.append(target / name)
+    return written

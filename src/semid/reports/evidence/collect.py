@@ -208,6 +208,7 @@ def run_setting(study: Study, group: str) -> dict[str, Any]:
             "beam_size": cfg["eval"]["beam_size"],
             "vae_epochs": vae.get("epochs"),
             "vae_optimizer": vae.get("optimizer"),
+            "vae": vae,
         }
     return {}
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from semid.errors import ConfigError
 from semid.io import read_json, write_json, write_text
 from semid.quantizers.config import RQ_VAE_TUNED, VAEConfig
+from semid.reports.breakdowns import stage_build_seconds, strata_rows
 from semid.reports.cells import Study, load_study
 from semid.reports.evidence.collect import (
     HEADLINE,
@@ -19,6 +21,7 @@ from semid.reports.evidence.collect import (
     downstream,
     run_setting,
 )
+from semid.reports.evidence.gaps import gap_rows, gap_sentences, gap_table
 from semid.reports.evidence.prose import (
     epochs_text,
     knob_summary,
@@ -36,13 +39,21 @@ from semid.reports.evidence.tables import (
 )
 
 TABLE3_ORDER = ["rq-kmeans", "dictionary", "residual-lfq", "rq-vae-defaults", "rq-vae-tuned"]
+# (row, reference) whose search gap the page splits into collisions and the rest
+GAP_PAIRS = [
+    ("rq-vae-defaults", "rq-kmeans"),
+    ("rq-vae-tuned", "rq-kmeans"),
+    ("rq-vae-defaults-no-disambiguation", "rq-kmeans-no-disambiguation"),
+    ("rq-vae-tuned-no-disambiguation", "rq-kmeans-no-disambiguation"),
+]
 
 
 def read_benchmark_rows(benchmark_dir: Path) -> tuple[list[dict], list[dict]]:
-    """Rows of ``quantizers.json`` and of ``quantizers-rq-vae-ablation.json`` (if present)."""
+    """Rows of ``quantizers.json`` and of ``quantizers-rq-vae-ablation.json`` (each ``[]`` when
+    that benchmark has not been run: the page then says so where it would show them)."""
     path = benchmark_dir / "quantizers.json"
     if not path.exists():
-        raise ConfigError(f"{path}: missing (run `python benchmarks/quantizers.py` first)")
+        return [], []
     ablation = benchmark_dir / "quantizers-rq-vae-ablation.json"
     return read_json(path)["rows"], read_json(ablation)["rows"] if ablation.exists() else []
 
@@ -81,6 +92,7 @@ def write_evidence_page(
         raise ConfigError(f"{study_dir}: no rq-vae-study results folder (run the grid first)")
     id_rows, ablation_rows = read_benchmark_rows(benchmark_dir)
     study = load_study(study_dir)
+    strata = strata_rows(study, K)
     evidence = {
         "rq_vae_study_vs_rq_kmeans": downstream(study, "rq-kmeans"),
         "rq_vae_study_vs_rq_kmeans_no_disambiguation": downstream(
@@ -88,14 +100,23 @@ def write_evidence_page(
         ),
         "paper_table3": table3_rows(table3_dir),
         "settings": {g: run_setting(study, g) for g in ("rq-kmeans", "rq-vae-defaults")},
+        "search_gaps": gap_rows(strata, GAP_PAIRS),
+        "grid_minutes": sum(stage_build_seconds(study).values()) / 60,
     }
     write_json(evidence_path, evidence)
-    write_text(out, render_page(study, evidence, id_rows, ablation_rows))
+    link = Path(os.path.relpath(evidence_path.parent, out.parent)).as_posix()
+    command = f"semid report RESULTS --publish {evidence_path.parent} --evidence {out}"
+    write_text(out, render_page(study, evidence, id_rows, ablation_rows, link, command))
     return evidence
 
 
 def render_page(
-    study: Study, evidence: dict[str, Any], id_rows: list[dict], ablation_rows: list[dict]
+    study: Study,
+    evidence: dict[str, Any],
+    id_rows: list[dict],
+    ablation_rows: list[dict],
+    results_link: str = "results/rq-vae-study-cpu",
+    command: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
 ) -> str:
     """The page's markdown, from :func:`write_evidence_page`'s evidence."""
     rows = evidence["rq_vae_study_vs_rq_kmeans"]
@@ -127,16 +148,24 @@ def render_page(
     )
     return "\n\n".join(
         [
-            intro(rows, id_rows, setting, n_items),
+            intro(rows, id_rows, setting, n_items, evidence["grid_minutes"], results_link, command),
             defaults_section(rows, evidence["settings"]["rq-vae-defaults"], ablation_rows),
             regime_section(study, rows, paper_rows, id_rows),
+            gaps_section(evidence["search_gaps"], {**rows, **paper_rows}),
             search_vs_rec_section(rows),
             "## 5. Verdict",
-            "\n".join(verdict(settings, ablation_rows, scope_sentence(setting, n_items))),
+            "\n".join(
+                verdict(settings, ablation_rows, scope_sentence(setting, n_items, seeds_of(rows)))
+            ),
             "## The same quantizers on the multitask space (paper Table 3, cpu preset)",
-            t3_text,
-            "See [`results/paper-table3-cpu/report.md`](results/paper-table3-cpu/report.md) for "
-            "the full\nreport (NDCG, head/torso, diagnostics, cost).\n",
+            t3_text
+            + (
+                "\n\nSee [`results/paper-table3-cpu/report.md`]"
+                "(results/paper-table3-cpu/report.md) for the full\n"
+                "report (NDCG, head/torso, diagnostics, cost).\n"
+                if t3_named
+                else "\n"
+            ),
         ]
     )
 
@@ -156,57 +185,99 @@ def setting_text(setting: dict[str, Any], n_items: int | None) -> str:
     )
 
 
+def seeds_of(rows: dict[str, dict]) -> list[str]:
+    """The training seeds the study's rows rest on (sorted union over rows)."""
+    return sorted({s for g, e in rows.items() if not g.startswith("_") for s in e["seeds"]})
+
+
 def intro(
-    rows: dict[str, dict], id_rows: list[dict], setting: dict[str, Any], n_items: int | None
+    rows: dict[str, dict],
+    id_rows: list[dict],
+    setting: dict[str, Any],
+    n_items: int | None,
+    grid_minutes: float,
+    results_link: str = "results/rq-vae-study-cpu",
+    command: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
 ) -> str:
     cells = [g for g in rows if not g.startswith("_")]
-    seeds = sorted({s for g in cells for s in rows[g]["seeds"]})
+    seeds = seeds_of(rows)
+    per_row = sorted({len(rows[g]["seeds"]) for g in cells})
     first = rows[cells[0]] if cells else {"search": {}, "rec": {}}
     n_queries = int(first["search"].get("targets", {}).get("n", 0))
     n_users = int(first["rec"].get("targets", {}).get("n", 0))
     n_25m = catalogue_items(id_rows, "25m")
     big = f"the {n_25m:,}-item ML-25M table" if n_25m else "the ML-25M table"
+    bench = (
+        f"the quantizer benchmark (`benchmarks/results/quantizers*.json`: the IDs themselves, on "
+        f"ml-latest-small and on {big}) and "
+        if id_rows
+        else ""
+    )
+    seeds_text = "/".join(str(n) for n in per_row) if per_row else "0"
     return f"""# Was RQ-VAE trained correctly?
 
-Generated by `python benchmarks/rq_vae_evidence.py` (`semid.reports.evidence`) from measured
-results only: the quantizer benchmark (`benchmarks/results/quantizers*.json`: the IDs themselves,
-on ml-latest-small and on {big}) and the downstream grid `grids/rq-vae-study.yaml` (preset `cpu`:
-{len(cells)} cells, seeds {", ".join(seeds)}; report and per-cell numbers in
-[`results/rq-vae-study-cpu/`](results/rq-vae-study-cpu/report.md); every number on this page is
-also in `results/rq-vae-study-cpu/evidence.json`).
+Generated by `{command}`
+(`semid.reports.evidence`) from measured results only: {bench}the downstream grid
+`grids/rq-vae-study.yaml` (preset `cpu`: {len(cells)} rows on {seeds_text} training seeds each,
+seeds {", ".join(seeds) or "none"}; report and per-row numbers in
+[`{results_link}/`]({results_link}/report.md); every number on this page is also in
+`{results_link}/evidence.json`).
 
-**Reproduce** (about 90 minutes of wall time on a 2-core CPU with `--jobs 2`; the paper preset
-needs a GPU):
+**Reproduce** ({grid_minutes / 60:.1f} hours of stage time measured for this grid, one cell at a
+time on a 2-core CPU, each distinct stage counted once; the paper preset needs a GPU):
 
 ```bash
-semid grid grids/rq-vae-study.yaml --preset cpu --jobs 2   # -> results/rq-vae-study-cpu
-semid grid grids/paper-table3.yaml --preset cpu      # quantizers on the multitask space
-python benchmarks/quantizers.py && python benchmarks/quantizers.py --ablation   # ID level
-python benchmarks/rq_vae_evidence.py                 # this page
+semid grid grids/rq-vae-study.yaml --preset cpu --runs-dir RESULTS
+{command}
 ```
+
+{
+        ""
+        if id_rows
+        else "The ID-level quantizer benchmark (`python benchmarks/quantizers.py`) has not "
+        "been run for this page: the ID-level tables are left out and the ID numbers below are the "
+        "grid cells' own diagnostics."
+    }
 
 **Setting of the downstream cells.** {setting_text(setting, n_items)},
 {n_queries:,} held-out search queries and {n_users:,} users (leave-last-out). p = two-sided
 paired test on per-example hits@{K} against `rq-kmeans` (the same inputs in every cell; a
 bootstrap of examples below 3 seeds, else a t-test over seeds).
 This is a small generator on a small catalogue: absolute recalls are far below the paper's; the
-comparisons between rows are what this page is about. The paper's own regime (62k items, no
-disambiguation token) is covered at the ID level in point 3."""
+comparisons between rows are what this page is about."""
+
+
+def gaps_section(gaps: dict[str, dict[str, Any]], rows: dict[str, dict]) -> str:
+    ids = {g: e["ids"] for g, e in rows.items() if not g.startswith("_") and "ids" in e}
+    if not gaps:
+        return "### What each search gap is made of\n\n(no strata: no finished cells)"
+    return f"""### What each search gap is made of
+
+Each row's template-search gap to its reference split exactly over the strata of the study report
+(Kitagawa decomposition, from the strata means over seeds): *from collisions* = the reference's
+recall per code-bucket size (1, 2-4, 5+ items per code) re-weighted by this row's bucket shares
+minus the reference's own recall; *within buckets* = what is left, the generator doing worse on
+targets whose code is shared by as many items. The same gap split by query kind (every row has the
+same queries): the part on queries that name the title and the part on the others.
+
+{gap_table(gaps)}
+
+{chr(10).join(gap_sentences(gaps, ids))}"""
 
 
 def defaults_section(
     rows: dict[str, dict], defaults: dict[str, Any], ablation_rows: list[dict]
 ) -> str:
     recipe = ", ".join(f"`{k}={v}`" for k, v in RQ_VAE_TUNED.items())
-    vae = VAEConfig()
+    vae = VAEConfig.model_validate(defaults.get("vae") or {})
     epochs = defaults.get("vae_epochs") or vae.epochs
     optimizer = defaults.get("vae_optimizer") or vae.optimizer
     ablation = id_table(ablation_rows) if ablation_rows else "(ablation not run)"
     return f"""## 1. The library defaults vs RQ-kmeans
 
-`rq-vae-defaults` = vector-quantize-pytorch's `ResidualVQ` with its defaults (EMA codebooks,
-decay 0.8, commitment weight 1, random init, no dead-code replacement, rotation trick) inside a
-small MLP auto-encoder, trained {epochs} epochs with `{optimizer}`; `rq-vae-tuned` = the defaults
+`rq-vae-defaults` = vector-quantize-pytorch's `ResidualVQ` with its defaults ({vae_text(vae)})
+inside an MLP auto-encoder ({" → ".join(str(h) for h in vae.hidden_sizes)} → {vae.latent_dim}),
+trained {epochs} epochs with `{optimizer}`; `rq-vae-tuned` = the defaults
 plus the recipe in `semid.quantizers.config.RQ_VAE_TUNED` ({recipe}).
 
 {downstream_table(rows, HEADLINE, "rq-kmeans")}
@@ -223,6 +294,20 @@ ID level, more knobs and combinations (ml-latest-small, 2 × 256; `F` = FAISS k-
 every level on the full data, `std` = input standardisation):
 
 {ablation}"""
+
+
+def vae_text(vae: VAEConfig) -> str:
+    """The codebook settings of an RQ-VAE cell's config, in words."""
+    dead = (
+        f"dead codes replaced below {vae.threshold_ema_dead_code:g} uses"
+        if vae.threshold_ema_dead_code
+        else "no dead-code replacement"
+    )
+    init = "FAISS k-means" if vae.faiss_kmeans_init else "k-means" if vae.kmeans_init else "random"
+    return (
+        f"EMA codebooks, decay {vae.decay:g}, commitment weight {vae.commitment_weight:g}, "
+        f"{init} init, {dead}, {'the' if vae.rotation_trick else 'no'} rotation trick"
+    )
 
 
 def regime_section(
@@ -245,9 +330,16 @@ RQ-kmeans, and 0.024 vs 0.049 for recommendation:
 
 {chr(10).join(regime_sentences(study, rows, id_rows))}
 
-Every quantizer, both catalogues, both shapes (ID level; "recall cap" = distinct IDs / items,
-the highest Recall any generator can reach on uniformly drawn targets without a disambiguation
-token):
+{id_level_text(id_rows)}"""
+
+
+def id_level_text(id_rows: list[dict]) -> str:
+    """The quantizer benchmark's table of every quantizer, catalogue and shape (if run)."""
+    if not id_rows:
+        return "(ID-level quantizer benchmark not run)"
+    return f"""Every quantizer, both catalogues, both shapes (ID level; "recall cap" = distinct
+IDs / items, the highest Recall any generator can reach on uniformly drawn targets without a
+disambiguation token):
 
 {id_table(id_rows)}"""
 

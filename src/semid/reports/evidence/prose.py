@@ -16,6 +16,7 @@ from semid.reports.evidence.collect import (
     pair_p,
 )
 from semid.reports.evidence.tables import fmt, fmt_p
+from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST
 
 # (label, rows, rq-kmeans group, defaults group, tuned group): one comparison setting.
 Setting = tuple[str, dict[str, dict], str, str, str]
@@ -73,8 +74,16 @@ def knob_summary(rows: dict[str, dict]) -> str:
         f"Remove the level-1 collapse (≥ 200 of 256 codes used): {', '.join(unc) or 'none'}. "
         f"Not significantly below rq-kmeans on search: {', '.join(close['search']) or 'none'}; "
         f"on recommendation: {', '.join(close['rec']) or 'none'} (p ≥ {ALPHA} against "
-        "`rq-kmeans`, one seed)."
+        f"`rq-kmeans`; {_seeds_text(rows, knobs)}, exploration)."
     )
+
+
+def _seeds_text(rows: dict[str, dict], groups: list[str]) -> str:
+    """``1 seed`` / ``3 seeds`` / ``1-3 seeds``: the training seeds behind ``groups``."""
+    counts = sorted({len(rows[g].get("seeds", [])) for g in groups})
+    span = "-".join(str(c) for c in (counts[0], counts[-1]) if counts) if counts else "0"
+    span = str(counts[0]) if len(counts) == 1 else span
+    return f"{span} seed" + ("" if span == "1" else "s")
 
 
 def diagnostics_vs_recall(rows: dict[str, dict], label: str) -> str:
@@ -223,7 +232,7 @@ def verdict(settings: list[Setting], ablation_rows: list[dict], scope: str) -> l
     lines.append(diagnostics_vs_recall(with_token, label))
     out.append("- **Verdict:** " + " ".join(lines))
     out.append(
-        f"- Scope: one seed (the p-values pair examples, not seeds), {scope}; the `paper` preset "
+        f"- Scope: {scope}; the `paper` preset "
         "of the same grid (5 seeds, flan-t5-base-sized model, GPU) tests whether the residual gap "
         "survives scale."
     )
@@ -245,12 +254,22 @@ def epochs_text(epochs: float) -> str:
     return f"{value} epoch" + ("" if value == "1" else "s")
 
 
-def scope_sentence(setting: dict[str, Any], n_items: int | None) -> str:
-    """``a 1.8M-parameter generator trained for 2 epochs on 9,742 items`` from a cell's config."""
+def scope_sentence(
+    setting: dict[str, Any], n_items: int | None, seeds: list[str] | None = None
+) -> str:
+    """``3 training seeds (s0, s1, s2; p-values from a t-test over seeds), a 1.8M-parameter
+    generator trained for 2 epochs on 9,742 items``, from the cells' configs."""
+    seeds = seeds or []
+    if len(seeds) >= MIN_SEEDS_FOR_SEED_TEST:
+        how = "p-values from a paired t-test over seeds"
+    else:
+        how = "p-values from a bootstrap of the examples: test-sample noise only, not seeds"
+    count = f"{len(seeds)} training seed{'' if len(seeds) == 1 else 's'}"
+    prefix = f"{count} ({', '.join(seeds)}; {how}), " if seeds else ""
     if not setting:
-        return "the grid's generator"
+        return prefix + "the grid's generator"
     items = f" on {n_items:,} items" if n_items else ""
-    return (
+    return prefix + (
         f"a {parameters_text(setting['parameters'])} generator trained for "
         f"{epochs_text(setting['epochs'])}{items}"
     )

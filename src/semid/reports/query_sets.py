@@ -1,0 +1,82 @@
+"""Every evaluation set of a study's rows and their coverage, beside the reference methods."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from semid.reports.cells import GENERATIVE, Study
+from semid.reports.tables import fmt_mean_std, md_table
+
+# (metrics key, column label, reference method); the reference is the same in every cell
+QUERY_SETS = (
+    ("search", "template search", "dense"),
+    ("search_title", "title alone", "dense"),
+    ("search_real", "real requests", "dense"),
+    ("rec", "rec", "sasrec"),
+)
+COVERAGE_SETS = (("search", "search coverage"), ("rec", "rec coverage"))
+
+
+def _over_seeds(values: list[float]) -> tuple[float, float] | None:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return None
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+
+
+def query_set_rows(study: Study, k: int) -> list[dict[str, Any]]:
+    """Per row: generative Recall@k on every evaluation set and coverage (distinct items over
+    all top-k lists), mean and std over finished seeds; plus the reference methods' recall.
+
+    ``{"row", "seeds", "<set>": (mean, std) | None, "<set> coverage": (mean, std) | None}``
+    (std NaN for one seed);
+    the reference rows are named ``dense`` and ``sasrec`` (the same in every cell).
+    """
+    out: list[dict[str, Any]] = []
+    references: dict[str, list[float]] = {}
+    for group, cells in study.groups().items():
+        done = [c for c in cells if c.status == "done" and c.metrics]
+        if not done:
+            continue
+        row: dict[str, Any] = {"row": group, "seeds": len(done)}
+        for key, _, reference in QUERY_SETS:
+            row[key] = _over_seeds([c.metric(GENERATIVE, key, f"recall@{k}") for c in done])
+            for cell in done:
+                value = cell.metric(reference, key, f"recall@{k}")
+                references.setdefault(f"{reference}:{key}", []).append(value)
+        for key, _ in COVERAGE_SETS:
+            row[f"{key} coverage"] = _over_seeds(
+                [c.metric(GENERATIVE, key, "coverage") for c in done]
+            )
+        out.append(row)
+    for reference in sorted({r for _, _, r in QUERY_SETS}):
+        row = {"row": reference, "seeds": None}
+        for key, _, ref in QUERY_SETS:
+            row[key] = (
+                _over_seeds(references.get(f"{reference}:{key}", [])) if ref == reference else None
+            )
+        if any(row[key] for key, _, _ in QUERY_SETS):
+            out.append(row)
+    return out
+
+
+def query_sets_table(rows: list[dict[str, Any]], k: int) -> str:
+    """Markdown table of :func:`query_set_rows`."""
+    if not rows:
+        return "No finished cells."
+    header = ["row", "seeds"] + [f"{label} R@{k}" for _, label, _ in QUERY_SETS]
+    header += [label for _, label in COVERAGE_SETS]
+    body = []
+    for row in rows:
+        cells = [row["row"], "—" if row["seeds"] is None else str(row["seeds"])]
+        for key, _, _ in QUERY_SETS:
+            value = row.get(key)
+            cells.append("—" if value is None else fmt_mean_std(*value))
+        for key, _ in COVERAGE_SETS:
+            value = row.get(f"{key} coverage")
+            cells.append("—" if value is None else f"{value[0]:,.0f}")
+        body.append(cells)
+    return md_table(header, body)
