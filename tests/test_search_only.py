@@ -22,6 +22,7 @@ GENRES = ["Comedy", "Drama", "Horror", "Western", "Sci-Fi", "Romance", "Animatio
 WORDS = ["Silent", "Crimson", "Lost", "Golden", "Broken", "Hidden", "Frozen", "Wild"]
 NOUNS = ["River", "Harbor", "Mountain", "Garden", "Empire", "Voyage", "Lantern", "Orchard"]
 N_MOVIES, SAMPLE = 60, 40
+SMALL = 20  # the grid's smaller catalogue (nested in SAMPLE)
 
 
 def write_movies_only(folder):
@@ -62,7 +63,7 @@ def search_only_grid(tmp_path_factory):
     spec = {
         "name": "search-only",
         "base": {"preset": "smoke", "set": sets},
-        "axes": {"quantizer.codebook_size": [8, 16]},
+        "axes": {"data.sample_items": [SMALL, SAMPLE], "quantizer.codebook_size": [8, 16]},
         "baseline": {"quantizer.codebook_size": 8},
     }
     grid = expand_grid(spec)
@@ -74,7 +75,7 @@ def search_only_grid(tmp_path_factory):
 def test_movies_only_folder_runs_search_only_end_to_end(search_only_grid):
     folder, out, grid, statuses = search_only_grid
     assert set(statuses.values()) == {"done"}, statuses
-    run_dir = out / grid.cells[0].name
+    run_dir = out / f"sample-items{SAMPLE}__codebook-size8"
     manifest = read_json(run_dir / "manifest.json")
     stages = manifest["stages"]
     assert stages["data"]["facts"]["items"] == SAMPLE
@@ -107,18 +108,33 @@ def test_search_only_cells_share_upstream_stages_and_study_report_has_no_rec(sea
     from semid.reports.study import write_study_report
 
     _, out, grid, _ = search_only_grid
-    second = read_json(out / grid.cells[1].name / "manifest.json")["stages"]
-    assert all(second[s]["cached"] for s in ("data", "splits", "embeddings", "baselines"))
-    assert not second["ids"]["cached"]
+    second = read_json(out / f"sample-items{SAMPLE}__codebook-size16" / "manifest.json")
+    stages = second["stages"]
+    assert all(stages[s]["cached"] for s in ("data", "splits", "embeddings", "baselines"))
+    assert not stages["ids"]["cached"]
+    small = pl.read_parquet(
+        out / f"sample-items{SMALL}__codebook-size8" / "model" / "items.parquet"
+    )
+    large = pl.read_parquet(
+        out / f"sample-items{SAMPLE}__codebook-size8" / "model" / "items.parquet"
+    )
+    assert set(small["item_id"]) < set(large["item_id"])  # nested catalogues
     text = write_study_report(out).read_text()
     results = text.split("## Results")[1].split("### Reference points")[0]
     assert "search R@10" in results and "p search (Holm)" in results
     assert "rec R@" not in text and "p rec" not in text
     assert "Search-only cells" in text and not (out / "tradeoff.png").exists()
-    rows = read_json(out / "study.json")["rows"]
-    assert [r["group"] for r in rows] == ["codebook-size8", "codebook-size16"]
-    assert all(set(r["mean"]) == {"search recall@10", "search ndcg@10"} for r in rows)
-    assert rows[1]["tests"]["search"]["kind"] == "bootstrap"
+    rows = {r["group"]: r for r in read_json(out / "study.json")["rows"]}
+    assert list(rows) == [c.name for c in grid.cells]
+    assert all(set(r["mean"]) == {"search recall@10", "search ndcg@10"} for r in rows.values())
+    gap = rows[f"sample-items{SAMPLE}__codebook-size16"]["tests"]["search"]
+    assert gap["kind"] == "bootstrap"
+    # the catalogue-size axis: a scaling section and plot, gaps from the paired tests
+    scaling = text.split("## Catalogue size")[1].split("\n## ")[0]
+    assert "axis `data.sample_items`" in scaling and (out / "scaling.png").stat().st_size > 0
+    assert f"| series | value | {SMALL} items | {SAMPLE} items |" in scaling
+    assert "| codebook-size16 | gap [95% CI] | " in scaling
+    assert f"{gap['mean_diff']:+.4f}" in scaling.split("codebook-size16 | gap")[1]
     # `semid report RUN` rewrites a run's report from its files
     assert "search only" in rewrite_run_report(out / grid.cells[0].name).read_text()
 
@@ -126,7 +142,7 @@ def test_search_only_cells_share_upstream_stages_and_study_report_has_no_rec(sea
 @pytest.mark.slow
 def test_evaluate_real_requests_skips_items_outside_the_sample(search_only_grid, tmp_path):
     folder, out, grid, _ = search_only_grid
-    run_dir = out / grid.cells[0].name
+    run_dir = out / f"sample-items{SAMPLE}__codebook-size8"
     items = pl.read_parquet(run_dir / "model" / "items.parquet")
     inside = set(items["item_id"].to_list())
     outside = next(i for i in pl.read_csv(folder / "movies.csv")["movieId"] if i not in inside)

@@ -48,6 +48,7 @@ from semid.reports.breakdowns import (
 )
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
+from semid.reports.scaling import scaling_section
 from semid.reports.stats import BOOTSTRAP_RESAMPLES, MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 from semid.reports.tables import (
     RowStats,
@@ -66,7 +67,9 @@ from semid.reports.tables import (
 def write_study_report(
     results_dir: str | Path, k: int | None = None, head_share: float = 0.5
 ) -> Path:
-    """Write ``report.md``, ``tradeoff.png`` and ``study.json`` into a grid's results folder."""
+    """Write ``report.md``, ``tradeoff.png`` (search and rec), ``scaling.png`` (an axis that sets
+    the catalogue size: :mod:`semid.reports.scaling`) and ``study.json`` into a grid's results
+    folder."""
     study = load_study(results_dir)
     results_dir = study.results_dir
     k = k or default_k(study)
@@ -79,6 +82,7 @@ def write_study_report(
     text = (
         _intro(study, rows, failed)
         + _results_section(study, rows, k)
+        + scaling_section(study, rows, k)
         + _breakdown_sections(study, ht, collisions, strata, k, head_share, plot is not None)
         + _method_sections(study, rows, k)
     )
