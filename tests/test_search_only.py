@@ -227,6 +227,13 @@ def test_movies_only_folder_needs_a_search_only_run(tmp_path):
     assert splits.sequences.height == 0 and splits.train_queries().height == 3 * N_MOVIES
     with pytest.raises(ConfigError, match="data.max_items=100: .*movies.csv.*sample_items"):
         load_dataset(cfg.model_copy(update={"max_items": 100}), items_only=True)
+    from typer.testing import CliRunner
+
+    from semid.cli.data import data_app
+
+    info = CliRunner().invoke(data_app, ["info", str(folder)])  # statistics of the table
+    assert info.exit_code == 0, info.output
+    assert "movielens-items" in info.output and f"{N_MOVIES:,}" in info.output
 
 
 # --- stage keys of configs that do not use the new fields -----------------------------------
