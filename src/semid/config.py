@@ -4,17 +4,28 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from semid.data.config import DataConfig, QueryConfig
+from semid.data.config import DataConfig, QueryConfig, omit_new_defaults
 from semid.embeddings.config import EmbeddingConfig
 from semid.errors import ConfigError, first_error
 from semid.evaluation.config import EvalConfig
 from semid.generative.config import ModelConfig, TrainConfig
 from semid.quantizers.config import QuantizerConfig
+
+Task = Literal["search", "rec"]
+ALL_TASKS: list[Task] = ["search", "rec"]
 
 
 class RunConfig(BaseModel):
@@ -37,6 +48,40 @@ class RunConfig(BaseModel):
         "validated; they register components (`--plugin`, see semid.registry). Recorded in "
         "config.json, so grid workers and later commands on the run import them too.",
     )
+    tasks: list[Task] = Field(
+        default_factory=lambda: list(ALL_TASKS),
+        description="Tasks the generator is trained and evaluated on: [search, rec] (default) "
+        "or [search] (search-only: no interactions are needed, so a catalogue of items alone "
+        "such as the ML-25M item table works; no user sequences, no rec training examples, "
+        "metrics or baselines). Spaces learnt from interactions (rec, separate, fused-*, "
+        "multitask) need rec.",
+    )
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[Task]) -> list[Task]:
+        if not value:
+            raise ValueError("name at least one task (search, rec)")
+        if "search" not in value:
+            raise ValueError("recommendation-only runs are not supported; use [search, rec]")
+        return [t for t in ALL_TASKS if t in value]  # canonical order, each once
+
+    @model_validator(mode="after")
+    def _space_has_its_interactions(self) -> RunConfig:
+        from semid.embeddings.spaces import SPACES
+
+        if "rec" not in self.tasks and SPACES.get(self.embedding.space).needs_interactions:
+            tasks = ", ".join(self.tasks)
+            raise ConfigError(
+                f"tasks=[{tasks}]: embedding.space={self.embedding.space} is learnt from "
+                "user interactions, which a search-only run does not have; use "
+                "embedding.space=content or search, or tasks=[search, rec]"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        return omit_new_defaults(self, handler(self), NEW_FIELDS)
 
     @model_validator(mode="before")
     @classmethod
@@ -47,6 +92,10 @@ class RunConfig(BaseModel):
             data = {**data, "plugins": load_plugins(data["plugins"])}
         return data
 
+
+# Fields added after caches existed, left out of dumps while at their default: the stage keys,
+# run names and grid done markers of configs that do not use them stay what they were.
+NEW_FIELDS = ("tasks",)
 
 # Not part of a run's identity: what the run computes is named by the config's other fields.
 # Checkpoint cadence (train.checkpoint_*) changes when state is saved, never the result.

@@ -15,7 +15,11 @@ by a per-example cost, plus a share for evaluation:
   ``examples_per_second`` and ``parameters`` (``_stage.json``), and :func:`calibrate` turns
   them into a TFLOP/s figure.
 
-Embedding, quantizer and baseline stages are not counted (minutes, shared between cells).
+The same FLOPs at the measured reference's rate give the hours a cell's generator would take on
+that 2-core CPU (the *reference CPU-hours* column; a CPU preset's budget). Search-only cells
+(``tasks=[search]``) have no recommendation examples, and ``data.sample_items`` sizes the
+catalogue. Embedding, quantizer and baseline stages are not counted (minutes, shared between
+cells).
 """
 
 from __future__ import annotations
@@ -73,10 +77,16 @@ def count_parameters(cfg) -> int:
 
 
 def examples_per_epoch(cfg) -> tuple[int, float]:
-    """(training examples per epoch, mean tokens per example) of a cell, from its config."""
+    """(training examples per epoch, mean tokens per example) of a cell, from its config
+    (the catalogue's published size, cut by ``data.sample_items`` / ``max_items``; no rec
+    examples in a search-only run)."""
     items, users = DATASETS.get(cfg.data.dataset, DATASETS["ml-latest-small"])
+    if cfg.data.sample_items:
+        items = min(items, cfg.data.sample_items)
     if cfg.data.max_items:
         items = min(items, cfg.data.max_items)
+    if "rec" not in cfg.tasks:
+        users = 0  # search-only: no user sequences, no rec examples
     queries = items * max(cfg.queries.per_item - cfg.queries.test_per_item, 0)
     indexing = 0
     if cfg.train.indexing_examples:
@@ -97,20 +107,34 @@ def cell_gpu_hours(cfg) -> dict[str, Any]:
         steps = min(steps, cfg.train.max_steps)
     seen = steps * cfg.train.batch_size
     params = count_parameters(cfg)
-    train_seconds = 6 * params * tokens * seen / (gpu_tflops() * 1e12)
-    seconds = train_seconds * (1 + MEASURED["eval_share"])
-    return {"examples": n, "parameters": params, "seen": seen, "gpu_hours": seconds / 3600}
+    flops = 6 * params * tokens * seen * (1 + MEASURED["eval_share"])
+    return {
+        "examples": n,
+        "parameters": params,
+        "seen": seen,
+        "gpu_hours": flops / (gpu_tflops() * 1e12) / 3600,
+        "cpu_hours": flops / (reference_tflops() * 1e12) / 3600,
+    }
+
+
+def reference_tflops() -> float:
+    """The sustained TFLOP/s of the measured reference (:data:`MEASURED`, the 2-core CPU)."""
+    return calibrate(
+        MEASURED["examples_per_second"], MEASURED["parameters"], MEASURED["tokens_per_example"]
+    )
 
 
 def gpu_hours_rows(grid, only=None) -> tuple[list[list[str]], float, str]:
-    """(one row per cell: name, parameters, examples/epoch, examples seen, GPU-hours; the
-    total GPU-hours; a note saying what the estimate assumes)."""
+    """(one row per cell: name, parameters, examples/epoch, examples seen, GPU-hours and hours
+    at the measured reference's rate; the total GPU-hours; a note saying what the estimate
+    assumes)."""
     from semid.grid import select_cells
 
-    rows, total = [], 0.0
+    rows, total, cpu_total = [], 0.0, 0.0
     for cell in select_cells(grid.cells, only):
         est = cell_gpu_hours(cell.config)
         total += est["gpu_hours"]
+        cpu_total += est["cpu_hours"]
         rows.append(
             [
                 cell.name,
@@ -118,16 +142,17 @@ def gpu_hours_rows(grid, only=None) -> tuple[list[list[str]], float, str]:
                 f"{est['examples']:,}",
                 f"{est['seen']:,.0f}",
                 f"{est['gpu_hours']:.2f}",
+                f"{est['cpu_hours']:.2f}",
             ]
         )
-    ref = calibrate(
-        MEASURED["examples_per_second"], MEASURED["parameters"], MEASURED["tokens_per_example"]
-    )
+    ref = reference_tflops()
     note = (
         f"estimated total: {total:.1f} GPU-hours (training + {MEASURED['eval_share']:.0%} for "
-        f"evaluation). An estimate: 6 x parameters x tokens FLOPs per example at an assumed "
+        f"evaluation); {cpu_total:.1f} hours at the measured reference's rate. An estimate: "
+        f"6 x parameters x tokens FLOPs per example at an assumed "
         f"{gpu_tflops():g} TFLOP/s ($SEMID_GPU_TFLOPS); measured reference: "
         f"{MEASURED['examples_per_second']} examples/s = {ref * 1e3:.2f} GFLOP/s on a "
-        f"{MEASURED['hardware']}. See semid.costs."
+        f"{MEASURED['hardware']}. Embedding, quantizer and baseline stages are not counted. "
+        "See semid.costs."
     )
     return rows, total, note

@@ -21,7 +21,7 @@ from semid.data.dataset import Dataset
 from semid.device import resolve_device
 from semid.embeddings import load_embeddings
 from semid.embeddings.spaces import task_spaces
-from semid.errors import ConfigError
+from semid.errors import ConfigError, DataError
 from semid.evaluation.evaluate import EvalInputs, score
 from semid.evaluation.reference import knn
 from semid.generative.retriever import GenerativeRetriever
@@ -135,11 +135,22 @@ def load_state(run_dir: Path) -> tuple[RunConfig, dict[str, Path]]:
     return cfg, {name: Path(s["path"]) for name, s in manifest["stages"].items()}
 
 
-def evaluate_query_file(run_dir: Path, query_file: Path, k: int | None = None) -> dict:
-    """Score a trained run on any JSONL query file, without retraining."""
+def evaluate_query_file(
+    run_dir: Path, query_file: Path, k: int | None = None, skip_unknown_items: bool | None = None
+) -> dict:
+    """Score a trained run on any JSONL query file, without retraining.
+
+    ``skip_unknown_items``: drop queries whose item the run's catalogue lacks instead of
+    failing; default: only for a sampled catalogue (``data.sample_items``), whose query files
+    are made for the full one.
+    """
     cfg, paths = load_state(run_dir)
     dataset = Dataset.load(paths["data"])
-    queries = load_query_file(query_file, dataset)
+    if skip_unknown_items is None:
+        skip_unknown_items = cfg.data.sample_items is not None
+    queries = load_query_file(query_file, dataset, skip_unknown_items=skip_unknown_items)
+    if queries.height == 0:
+        raise DataError(f"{query_file}: no query names an item of this run's catalogue")
     inputs = EvalInputs(
         queries=queries["query"].to_list(),
         query_targets=queries["item_idx"].to_numpy().astype(np.int64),

@@ -91,13 +91,14 @@ def info(
     ] = "ml-latest-small",
     path: Annotated[Path | None, typer.Option(help="Folder of the dataset's files.")] = None,
 ) -> None:
-    """Print catalogue and interaction statistics of a dataset."""
+    """Print catalogue and interaction statistics of a dataset (an item table alone, such as
+    ML-25M's movies.csv, counts zero interactions)."""
     from semid.data import load_dataset
     from semid.data.movielens import detect_layout, resolve_path
 
     cfg = data_config(dataset, path)
-    layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
-    data = load_dataset(cfg)
+    layout = detect_layout(resolve_path(cfg.dataset, cfg.path), items_only=True)
+    data = load_dataset(cfg, items_only=True)
     items, inter = data.items, data.interactions
     per_user = inter.group_by("user_id").len()["len"]
     rated = inter["item_idx"].n_unique()

@@ -157,7 +157,14 @@ def print_gpu_hours(grid, only=None, console: Console | None = None) -> float:
 
     console = console or Console()
     rows, total, note = gpu_hours_rows(grid, only)
-    header = ["cell", "parameters", "train examples/epoch", "examples seen", "GPU-hours"]
+    header = [
+        "cell",
+        "parameters",
+        "train examples/epoch",
+        "examples seen",
+        "GPU-hours",
+        "reference CPU-hours",
+    ]
     title = f"ESTIMATED generator GPU-hours at {gpu_tflops():g} TFLOP/s sustained"
     print_table(console, header, rows, title)
     console.print(note)

@@ -51,24 +51,28 @@ __all__ = [
 ]
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def load_dataset(cfg: DataConfig, items_only: bool = False) -> Dataset:
     """Load the catalogue and interactions named by ``cfg``, filtered as it says.
 
     The folder is ``cfg.path`` or, without one, the bundled/cached copy of ``cfg.dataset``;
     its layout (MovieLens CSV, ``.dat``, ml-100k, a saved dataset, generic tables) is detected
-    from the files present.
+    from the files present. ``items_only`` (runs that need no interactions) also accepts a
+    ``movies.csv`` alone (zero interactions).
     """
     start = time.perf_counter()
-    layout = detect_layout(resolve_path(cfg.dataset, cfg.path))
+    layout = detect_layout(resolve_path(cfg.dataset, cfg.path), items_only=items_only)
     options: dict[str, Any] = {
         "rating_threshold": cfg.rating_threshold,
         "max_items": cfg.max_items,
         "max_users": cfg.max_users,
         "max_tags": cfg.max_tags,
+        "sample_items": cfg.sample_items,
+        "sample_seed": cfg.sample_seed,
     }
     if layout.kind == "internal":
         dataset = load_internal(layout.folder, **options)
     elif layout.kind == "generic":
+        assert layout.interactions is not None  # a generic layout has both tables
         dataset = build_dataset(
             read_table(layout.items),
             read_table(layout.interactions),

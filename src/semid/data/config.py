@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+
+
+def omit_new_defaults(model: BaseModel, dumped: Any, names: Iterable[str]) -> Any:
+    """``dumped`` (a dump of ``model``) without the fields ``names`` that hold their default.
+
+    Fields added after stage caches existed use this, so that configs which do not set them
+    dump, hash and key exactly as before.
+    """
+    if not isinstance(dumped, dict):
+        return dumped
+    fields = type(model).model_fields
+    for name in names:
+        if name in dumped and getattr(model, name) == fields[name].get_default(
+            call_default_factory=True
+        ):
+            del dumped[name]
+    return dumped
 
 
 class DataConfig(BaseModel):
@@ -32,11 +51,36 @@ class DataConfig(BaseModel):
     )
     max_tags: int = Field(5, ge=0, description="Most frequent tags appended to an item's text.")
     max_items: int | None = Field(
-        None, ge=10, description="Keep only the N most interacted items (quick experiments)."
+        None,
+        ge=10,
+        description="Keep only the N most interacted items (quick experiments); needs "
+        "interactions (a catalogue without them: sample_items).",
     )
     max_users: int | None = Field(
         None, ge=2, description="Keep only the first N users by id (quick experiments)."
     )
+    sample_items: int | None = Field(
+        None,
+        ge=10,
+        description="Keep a seeded random subset of N catalogue items (before every other "
+        "filter; interactions with the other items are dropped). Rule: items are ordered by a "
+        "SplitMix64 hash of (sample_seed, item_id) and the first N are kept, so the order "
+        "depends neither on the run seed nor on the file's row order, and for one catalogue "
+        "and sample_seed a smaller sample is contained in every larger one (nested sizes for "
+        "a scaling study). Works without interactions, unlike max_items.",
+    )
+    sample_seed: int = Field(
+        0,
+        description="Seed of the sample_items order; independent of the run seed, so every "
+        "run seed sees the same subset.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        dumped = omit_new_defaults(self, handler(self), ("sample_items", "sample_seed"))
+        if self.sample_items is None and isinstance(dumped, dict):
+            dumped.pop("sample_seed", None)  # no sample: its seed changes nothing
+        return dumped
 
 
 class QueryConfig(BaseModel):

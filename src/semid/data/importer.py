@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from semid.data.dataset import Dataset
+from semid.data.subsets import sample_items as sample_catalogue
 from semid.data.tables import (
     ROW_INDEX,
     ProblemLog,
@@ -170,6 +171,8 @@ def build_dataset(
     max_items: int | None = None,
     max_users: int | None = None,
     max_tags: int = 5,
+    sample_items: int | None = None,
+    sample_seed: int = 0,
 ) -> Dataset:
     """Validate generic item and interaction tables and turn them into a :class:`Dataset`.
 
@@ -189,6 +192,9 @@ def build_dataset(
         Keep only the first ``max_users`` users by id (applied before ``max_items``).
     max_tags : int
         Tags kept per item (the first ones: most frequent first).
+    sample_items, sample_seed : int, optional
+        Keep a seeded random subset of ``sample_items`` items, before every other filter
+        (nested for one ``sample_seed``: :mod:`semid.data.subsets`).
 
     Returns
     -------
@@ -223,6 +229,15 @@ def build_dataset(
     assert clean_items is not None and clean_inter is not None
     if clean_items.height == 0:
         raise DataError(f"{item_src.name}: no items")
+    if sample_items is not None:
+        clean_items = sample_catalogue(clean_items, sample_items, sample_seed)
+        kept = clean_items["item_id"].implode()
+        clean_inter = clean_inter.filter(pl.col("item_id").is_in(kept))
+    if max_items is not None and clean_inter.height == 0:
+        raise ConfigError(
+            f"data.max_items={max_items}: {inter_src.name} has no interactions to rank items "
+            "by; use data.sample_items=N (a seeded random subset) instead"
+        )
     return _normalise(
         clean_items, clean_inter, inter_src, rating_threshold, max_items, max_users, max_tags
     )
@@ -367,6 +382,8 @@ def load_internal(
     max_items: int | None = None,
     max_users: int | None = None,
     max_tags: int = 5,
+    sample_items: int | None = None,
+    sample_seed: int = 0,
 ) -> Dataset:
     """Load a saved dataset folder back through the same validation and filters."""
     folder = Path(folder)
@@ -408,4 +425,6 @@ def load_internal(
         max_items=max_items,
         max_users=max_users,
         max_tags=max_tags,
+        sample_items=sample_items,
+        sample_seed=sample_seed,
     )

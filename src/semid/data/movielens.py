@@ -9,6 +9,9 @@ Layouts (detected from the files present, not from the dataset's name):
   ml-10m, ``tags.dat``; text files may be latin-1 (ml-1m) or UTF-8.
 - ``movielens-100k``: ml-100k — ``u.data`` (tab-separated user, item, rating, timestamp) and
   ``u.item`` (``|``-separated, latin-1, 19 genre flags).
+- ``movielens-items``: a ``movies.csv`` without ``ratings.csv`` (the ML-25M item table,
+  :func:`ml25m_items_dir`): items only, zero interactions; accepted only where no interactions
+  are needed (``detect_layout(..., items_only=True)``: search-only runs, ``tasks=[search]``).
 - ``internal``: a folder written by :meth:`Dataset.save` (``semid data import``).
 - ``generic``: ``items`` and ``interactions`` tables (``.parquet``/``.csv``/``.tsv``) in the
   generic schema of ``docs/data-format.md``.
@@ -65,31 +68,38 @@ class Layout:
     kind: str
     folder: Path
     items: Path
-    interactions: Path
+    interactions: Path | None  # None: an item table alone (movielens-items)
     tags: Path | None = None
 
 
-def detect_layout(folder: Path) -> Layout:
-    """The layout of ``folder`` (or of its single sub-folder, as unpacked from a zip)."""
+def detect_layout(folder: Path, items_only: bool = False) -> Layout:
+    """The layout of ``folder`` (or of its single sub-folder, as unpacked from a zip).
+
+    ``items_only``: also accept a ``movies.csv`` without ``ratings.csv`` (``movielens-items``,
+    zero interactions), for runs that need no interactions.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder ({LAYOUT_HINT})")
-    layout = _layout_here(folder)
+    layout = _layout_here(folder, items_only)
     if layout is not None:
         return layout
     subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if len(subdirs) == 1 and (layout := _layout_here(subdirs[0])) is not None:
+    if len(subdirs) == 1 and (layout := _layout_here(subdirs[0], items_only)) is not None:
         return layout
     names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     found = f"found {', '.join(names[:8])}" if names else "folder is empty"
     if (folder / "movies.csv").is_file() and not (folder / "ratings.csv").is_file():
-        found = "found movies.csv but no ratings.csv (the ratings are needed for sequences)"
+        found = (
+            "found movies.csv but no ratings.csv (the ratings are needed for sequences; a "
+            "search-only run, tasks=[search], reads movies.csv alone)"
+        )
     raise DataError(f"{folder}: no dataset layout recognised ({found}); {LAYOUT_HINT}")
 
 
-def _layout_here(folder: Path) -> Layout | None:
+def _layout_here(folder: Path, items_only: bool = False) -> Layout | None:
     def has(name: str) -> bool:
         return (folder / name).is_file()
 
@@ -109,6 +119,10 @@ def _layout_here(folder: Path) -> Layout | None:
     items, interactions = find_table(folder, "items"), find_table(folder, "interactions")
     if items is not None and interactions is not None:
         return Layout("generic", folder, items, interactions)
+    if items_only and has("movies.csv"):
+        tags = folder / "tags.csv"
+        return Layout("movielens-items", folder, folder / "movies.csv", None,
+                      tags if tags.is_file() else None)  # fmt: skip
     return None
 
 
@@ -159,7 +173,8 @@ def ml25m_items_dir() -> Path | None:
 
 
 def resolve_path(name: str, path: Path | None) -> Path:
-    """The folder of dataset ``name``: ``path`` if given, else the bundled or cached copy."""
+    """The folder of dataset ``name``: ``path`` if given, else the bundled or cached copy;
+    for ml-25m without a full copy, the item table of :func:`ml25m_items_dir`."""
     if path is not None:
         return Path(path).expanduser()
     if name == "custom":
@@ -171,6 +186,8 @@ def resolve_path(name: str, path: Path | None) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
+    if name == "ml-25m" and (items := ml25m_items_dir()) is not None:
+        return items  # the item table alone (no ratings): search-only runs
     if name not in MOVIELENS_NAMES:
         raise DataError(
             f"data.dataset={name}: unknown dataset (MovieLens names: {', '.join(MOVIELENS_NAMES)};"
@@ -337,16 +354,41 @@ _RATING_SCHEMA: dict[str, pl.DataType] = {
 }  # fmt: skip
 
 
-def read_movielens_csv(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """Generic items, interactions and raw tags of an ml-latest-small/ml-20m/ml-25m folder."""
-    movies = _read_csv(
-        layout.items, {"movieId": pl.String(), "title": pl.String(), "genres": pl.String()}
-    )
+def _read_movies_csv(path: Path) -> pl.DataFrame:
+    """Generic items of a ``movies.csv`` (movieId,title,genres)."""
+    movies = _read_csv(path, {"movieId": pl.String(), "title": pl.String(), "genres": pl.String()})
     title, year = parse_titles(pl.col("title"))
-    items = movies.select(
+    return movies.select(
         pl.col("movieId").alias("item_id"), title.alias("title"), year.alias("year"),
         _genre_list(pl.col("genres")).alias("genres"),
     )  # fmt: skip
+
+
+def _read_tags_csv(path: Path | None) -> pl.DataFrame | None:
+    """Raw ``item_id``, ``tag`` of a ``tags.csv`` (None without one)."""
+    if path is None:
+        return None
+    raw = _read_csv(path, {"movieId": pl.String(), "tag": pl.String()})
+    return raw.select(
+        pl.col("movieId").str.strip_chars().cast(pl.Int64, strict=False).alias("item_id"),
+        pl.col("tag"),
+    ).drop_nulls("item_id")
+
+
+NO_INTERACTIONS = pl.DataFrame(
+    schema={"user_id": pl.Int64, "item_id": pl.Int64, "rating": pl.Float32, "timestamp": pl.Int64}
+)
+
+
+def read_movielens_items(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """Generic items and raw tags of a ``movies.csv`` without ratings; zero interactions."""
+    return _read_movies_csv(layout.items), NO_INTERACTIONS, _read_tags_csv(layout.tags)
+
+
+def read_movielens_csv(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """Generic items, interactions and raw tags of an ml-latest-small/ml-20m/ml-25m folder."""
+    assert layout.interactions is not None
+    items = _read_movies_csv(layout.items)
     ratings = _read_csv(
         layout.interactions,
         {"userId": pl.Int32(), "movieId": pl.Int32(), "rating": pl.Float32(),
@@ -355,14 +397,7 @@ def read_movielens_csv(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.D
     interactions = ratings.rename({"userId": "user_id", "movieId": "item_id"}).select(
         "user_id", "item_id", "rating", "timestamp"
     )
-    tags = None
-    if layout.tags is not None:
-        raw = _read_csv(layout.tags, {"movieId": pl.String(), "tag": pl.String()})
-        tags = raw.select(
-            pl.col("movieId").str.strip_chars().cast(pl.Int64, strict=False).alias("item_id"),
-            pl.col("tag"),
-        ).drop_nulls("item_id")
-    return items, interactions, tags
+    return items, interactions, _read_tags_csv(layout.tags)
 
 
 def read_movielens_dat(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
@@ -374,6 +409,7 @@ def read_movielens_dat(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, pl.D
         pl.col("movieId").alias("item_id"), title.alias("title"), year.alias("year"),
         _genre_list(pl.col("genres")).alias("genres"),
     )  # fmt: skip
+    assert layout.interactions is not None
     data = layout.interactions.read_bytes().replace(b"::", b"\t")
     names = ["user_id", "item_id", "rating", "timestamp"]
     interactions = _read_separated(data, layout.interactions, names, _RATING_SCHEMA, "\t")
@@ -399,6 +435,7 @@ def read_movielens_100k(layout: Layout) -> tuple[pl.DataFrame, pl.DataFrame, Non
         pl.coalesce(year, release_year).alias("year"),
         pl.concat_list(flags).list.drop_nulls().alias("genres"),
     )
+    assert layout.interactions is not None
     data = layout.interactions.read_bytes()
     interactions = _read_separated(
         data, layout.interactions, ["user_id", "item_id", "rating", "timestamp"],
@@ -411,6 +448,7 @@ _READERS = {
     "movielens-csv": read_movielens_csv,
     "movielens-dat": read_movielens_dat,
     "movielens-100k": read_movielens_100k,
+    "movielens-items": read_movielens_items,
 }
 
 
@@ -421,21 +459,30 @@ def load_movielens(
     max_items: int | None = None,
     max_users: int | None = None,
     max_tags: int = 5,
+    sample_items: int | None = None,
+    sample_seed: int = 0,
 ) -> Dataset:
     """Load a MovieLens folder of any layout into the internal dataset."""
     if layout.kind not in _READERS:
         raise DataError(f"{layout.folder}: not a MovieLens folder ({layout.kind})")
     items, interactions, tags = _READERS[layout.kind](layout)
     items = _with_tags(items, tags, max_tags)
-    columns = RATING_COLUMNS if layout.kind == "movielens-csv" else {}
-    movie_cols = MOVIE_COLUMNS if layout.kind == "movielens-csv" else {}
+    csv = layout.kind in ("movielens-csv", "movielens-items")
+    columns = RATING_COLUMNS if csv else {}
+    movie_cols = MOVIE_COLUMNS if csv else {}
+    if layout.interactions is None:
+        inter_name = f"{layout.items} (no ratings.csv beside it)"
+    else:
+        inter_name = str(layout.interactions)
     return build_dataset(
         items,
         interactions,
         items_source=Source(str(layout.items), movie_cols),
-        interactions_source=Source(str(layout.interactions), columns),
+        interactions_source=Source(inter_name, columns),
         rating_threshold=rating_threshold,
         max_items=max_items,
         max_users=max_users,
         max_tags=max_tags,
+        sample_items=sample_items,
+        sample_seed=sample_seed,
     )

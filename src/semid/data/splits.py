@@ -41,7 +41,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser of uint64 values (wrapping arithmetic)."""
     x = x + _GOLDEN
     x = (x ^ (x >> np.uint64(30))) * _MIX1
@@ -65,9 +65,9 @@ def tie_key(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         uint64 keys; equal only for equal ``(user, item)`` pairs (up to hash collisions).
     """
     with np.errstate(over="ignore"):
-        base = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
-        key = _splitmix64(base ^ np.asarray(users, dtype=np.int64).astype(np.uint64))
-        return _splitmix64(key ^ np.asarray(items, dtype=np.int64).astype(np.uint64))
+        base = splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+        key = splitmix64(base ^ np.asarray(users, dtype=np.int64).astype(np.uint64))
+        return splitmix64(key ^ np.asarray(items, dtype=np.int64).astype(np.uint64))
 
 
 def order_ties(interactions: pl.DataFrame, seed: int) -> pl.DataFrame:
@@ -269,22 +269,27 @@ def split_queries(queries: pl.DataFrame, test_per_item: int, seed: int) -> pl.Da
     )
 
 
-def make_splits(
-    dataset: Dataset, data_cfg: DataConfig, query_cfg: QueryConfig, seed: int
-) -> Splits:
-    """Leave-last-out sequences plus the search queries, split into train and test.
+NO_SEQUENCES = pl.DataFrame(
+    schema={"user_id": pl.Int64, "train": pl.List(pl.Int32), "valid": pl.Int32, "test": pl.Int32}
+)
 
-    Same-timestamp ties are ordered by ``seed`` (module docstring); their counts are in
-    :attr:`Splits.tie_stats` (:func:`tie_stats`). Queries come from the offline template
-    generator (``queries.source=template``) or a JSONL file (``queries.source=file``).
-    """
-    from semid.data.queries import generate_queries, load_query_file
 
+def user_sequences(
+    dataset: Dataset, data_cfg: DataConfig, seed: int
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Leave-last-out sequences and their :func:`tie_stats`; a clear error without
+    interactions (recommendation needs them; a search-only run makes no sequences)."""
+    source = interactions_label(data_cfg)
+    if dataset.interactions.height == 0:
+        raise DataError(
+            f"{source}: no interactions, and recommendation needs them; set tasks=[search] "
+            "for a search-only run"
+        )
     sequences = leave_last_out(
         dataset.interactions,
         data_cfg.min_user_interactions,
         data_cfg.drop_short_users,
-        source=interactions_label(data_cfg),
+        source=source,
         seed=seed,
     )
     ties = tie_stats(dataset.interactions, data_cfg.min_user_interactions)
@@ -294,6 +299,27 @@ def make_splits(
         ties["users"],
         ties["valid_tied"],
     )
+    return sequences, ties
+
+
+def make_splits(
+    dataset: Dataset,
+    data_cfg: DataConfig,
+    query_cfg: QueryConfig,
+    seed: int,
+    sequences: bool = True,
+) -> Splits:
+    """Leave-last-out sequences plus the search queries, split into train and test.
+
+    Same-timestamp ties are ordered by ``seed`` (module docstring); their counts are in
+    :attr:`Splits.tie_stats` (:func:`tie_stats`). Queries come from the offline template
+    generator (``queries.source=template``) or a JSONL file (``queries.source=file``).
+    ``sequences=False`` (a search-only run): the query split alone, no users
+    (:data:`NO_SEQUENCES`, empty ``tie_stats``); interactions are not read.
+    """
+    from semid.data.queries import generate_queries, load_query_file
+
+    users, ties = user_sequences(dataset, data_cfg, seed) if sequences else (NO_SEQUENCES, {})
     if query_cfg.source == "file":
         if query_cfg.file is None:
             raise ConfigError("queries.source=file needs queries.file=PATH (a JSONL file)")
@@ -308,11 +334,11 @@ def make_splits(
     queries = split_queries(raw, query_cfg.test_per_item, seed)
     log.info(
         "splits: %d users, %d train / %d test queries",
-        sequences.height,
+        users.height,
         queries.filter(pl.col("split") == "train").height,
         queries.filter(pl.col("split") == "test").height,
     )
-    return Splits(sequences=sequences, queries=queries, tie_stats=ties)
+    return Splits(sequences=users, queries=queries, tie_stats=ties)
 
 
 def interactions_label(cfg: DataConfig) -> str:
@@ -320,6 +346,7 @@ def interactions_label(cfg: DataConfig) -> str:
     from semid.data.movielens import detect_layout, resolve_path
 
     try:
-        return str(detect_layout(resolve_path(cfg.dataset, cfg.path)).interactions)
+        layout = detect_layout(resolve_path(cfg.dataset, cfg.path), items_only=True)
     except DataError:
         return f"dataset {cfg.dataset}"
+    return str(layout.interactions or f"{layout.items} (no ratings.csv beside it)")

@@ -68,12 +68,15 @@ class EmbeddingSpace:
     through ``embedding.encoder`` as shipped), ``tuned`` (a fine-tuned encoder saved with the
     space) or ``none`` (no text encoder: text models read with minilm). ``seeded``: whether the
     run seed changes the space (False: every seed shares one stage folder).
+    ``needs_interactions``: whether it is learnt from the training histories (a search-only
+    run, ``tasks=[search]``, has none and refuses such a space).
     """
 
     build: SpaceBuilder
     components: tuple[str, ...] = ()
     text_encoder: Literal["named", "tuned", "none"] = "tuned"
     seeded: bool = True
+    needs_interactions: bool = False
 
 
 SPACES: Registry[EmbeddingSpace] = Registry(
@@ -243,27 +246,27 @@ SPACES.register(
 )
 SPACES.register(
     "rec",
-    EmbeddingSpace(_rec, text_encoder="none"),
+    EmbeddingSpace(_rec, text_encoder="none", needs_interactions=True),
     "collaborative embeddings (ENMF, or implicit's ALS / BPR) from training histories",
 )
 SPACES.register(
     "separate",
-    EmbeddingSpace(_separate, _PARTS),
+    EmbeddingSpace(_separate, _PARTS, needs_interactions=True),
     "search + rec, two ID spaces (search.npy, rec.npy)",
 )
 SPACES.register(
     "fused-concat",
-    EmbeddingSpace(_fused_concat, _PARTS),
+    EmbeddingSpace(_fused_concat, _PARTS, needs_interactions=True),
     "[l2(search), l2(rec)] concatenated",
 )
 SPACES.register(
     "fused-svd",
-    EmbeddingSpace(_fused_svd, _PARTS),
+    EmbeddingSpace(_fused_svd, _PARTS, needs_interactions=True),
     "l2(search) and l2(rec), the wider reduced by truncated SVD, added",
 )
 SPACES.register(
     "multitask",
-    EmbeddingSpace(_multitask),
+    EmbeddingSpace(_multitask, needs_interactions=True),
     "one encoder tuned on query-item and co-occurring item-item pairs",
 )
 

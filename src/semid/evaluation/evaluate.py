@@ -74,7 +74,8 @@ def eval_inputs(
     predicts the validation item; test: prefix + validation item predict the test item).
     ``real_queries`` (``query``, ``item_idx``): a second search test set (``search_real``);
     ``titles``: one query per item made of its title alone (``search_title``, an indexing
-    check, seeded sample of ``cfg.max_title_queries``).
+    check, seeded sample of ``cfg.max_title_queries``). Splits without users (a search-only
+    run) give no recommendation sets.
     """
     rng = np.random.default_rng(seed)
     held = splits.test_queries()
@@ -91,6 +92,8 @@ def eval_inputs(
             (f"search{SPLIT_SUFFIX[split]}", _sample(part, cfg.max_search_queries, rng))
         )
         start = len(histories)
+        if not seq.height:
+            continue
         if split == "test":
             histories += [t + [v] for t, v in zip(trains, seq["valid"].to_list(), strict=True)]
             targets.append(seq["test"].to_numpy())

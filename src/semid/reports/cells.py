@@ -90,6 +90,19 @@ class Study:
         labels = self.group_labels(group) | baseline
         return "__".join(labels.values()) or None
 
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks (of :data:`TASKS`) some finished cell has metrics for: ``("search",)`` for
+        a search-only study; every task while no cell has finished."""
+        found = {
+            task
+            for cells in self.groups().values()
+            for cell in cells
+            for per_task in (cell.metrics or {}).values()
+            for task in per_task
+        }
+        present = tuple(t for t in TASKS if t in found)
+        return present or TASKS
+
     def varying_axes(self) -> list[str]:
         """Axes (except the seed axis) with more than one value: the table's label columns."""
         return [

@@ -90,22 +90,16 @@ def results_section(metrics: dict[str, dict], ks: list[int]) -> str:
 def protocol_section(cfg: RunConfig, manifest: dict, model_facts: dict, tokens: dict) -> str:
     """The evaluation rules of the run, with the counts they depend on."""
     splits = manifest.get("stages", {}).get("splits", {}).get("facts", {})
-    ties = splits.get("ties") or {}
     amb = splits.get("query_ambiguity") or {}
-    users = ties.get("users")
-    lines = [
-        f"- **Seen items:** {'excluded' if cfg.eval.exclude_seen else 'not excluded'} for every "
-        "method that ranks items for a user (the generator bans them inside the beam search; "
-        "dense kNN, ENMF/ALS user vectors, SASRec and popularity mask them); each list still "
-        "holds K items.",
-        "- **Ties:** interactions of a user with the same timestamp are ordered by a seeded hash "
-        f"of (seed, user, item), not by file order; the test item came from a tied block for "
-        f"{fmt(ties.get('test_tied'))} of {fmt(users)} users, the validation item for "
-        f"{fmt(ties.get('valid_tied'))}.",
+    if "rec" in cfg.tasks:
+        lines = _rec_rules(cfg, splits.get("ties") or {})
+    else:
+        lines = [_search_only_line(cfg, manifest)]
+    lines.append(
         f"- **Splits:** {', '.join(cfg.eval.splits)}; choices are made on validation, the final "
         "numbers are the test tables. Held-out template queries are split per item into a "
-        "validation and a test half.",
-    ]
+        "validation and a test half."
+    )
     if amb:
         ceiling = amb.get("ceiling") or {}
         k = f"recall@{max(cfg.eval.ks)}"
@@ -125,6 +119,36 @@ def protocol_section(cfg: RunConfig, manifest: dict, model_facts: dict, tokens: 
         f"{cfg.eval.beam_width or cfg.eval.beam_size} beams returning {cfg.eval.beam_size} items."
     )
     return "\n".join(lines) + "\n"
+
+
+def _rec_rules(cfg: RunConfig, ties: dict) -> list[str]:
+    """The protocol lines of recommendation: seen items and the tie rule."""
+    return [
+        f"- **Seen items:** {'excluded' if cfg.eval.exclude_seen else 'not excluded'} for every "
+        "method that ranks items for a user (the generator bans them inside the beam search; "
+        "dense kNN, ENMF/ALS user vectors, SASRec and popularity mask them); each list still "
+        "holds K items.",
+        "- **Ties:** interactions of a user with the same timestamp are ordered by a seeded hash "
+        f"of (seed, user, item), not by file order; the test item came from a tied block for "
+        f"{fmt(ties.get('test_tied'))} of {fmt(ties.get('users'))} users, the validation item "
+        f"for {fmt(ties.get('valid_tied'))}.",
+    ]
+
+
+def _search_only_line(cfg: RunConfig, manifest: dict) -> str:
+    """The protocol line of a search-only run: what it trains on, and the catalogue."""
+    items = manifest.get("stages", {}).get("data", {}).get("facts", {}).get("items")
+    sample = (
+        f" (a seeded random subset: data.sample_items={cfg.data.sample_items}, "
+        f"sample_seed={cfg.data.sample_seed})"
+        if cfg.data.sample_items is not None
+        else ""
+    )
+    return (
+        "- **Tasks:** search only (`tasks=[search]`): the generator is trained on search "
+        "queries and indexing inputs, no user sequences are made and no recommendation "
+        f"method is scored. Catalogue: {fmt(items)} items{sample}."
+    )
 
 
 STRATA = {

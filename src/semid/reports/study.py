@@ -50,6 +50,7 @@ from semid.reports.breakdowns import (
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
 from semid.reports.query_sets import query_set_rows, query_sets_table
+from semid.reports.scaling import scaling_section
 from semid.reports.stats import BOOTSTRAP_RESAMPLES, MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 from semid.reports.tables import (
     RowStats,
@@ -68,7 +69,9 @@ from semid.reports.tables import (
 def write_study_report(
     results_dir: str | Path, k: int | None = None, head_share: float = 0.5
 ) -> Path:
-    """Write ``report.md``, ``tradeoff.png`` and ``study.json`` into a grid's results folder."""
+    """Write ``report.md``, ``tradeoff.png`` (search and rec), ``scaling.png`` (an axis that sets
+    the catalogue size: :mod:`semid.reports.scaling`) and ``study.json`` into a grid's results
+    folder."""
     study = load_study(results_dir)
     results_dir = study.results_dir
     k = k or default_k(study)
@@ -82,6 +85,7 @@ def write_study_report(
     text = (
         _intro(study, rows, failed)
         + _results_section(study, rows, k)
+        + scaling_section(study, rows, k)
         + _breakdown_sections(study, ht, collisions, strata, k, head_share, plot is not None)
         + _query_set_section(query_sets, k)
         + _method_sections(study, rows, k)
@@ -128,6 +132,8 @@ def write_study_report(
 
 def _tradeoff_plot(study: Study, rows: list[RowStats], k: int) -> Path | None:
     """``tradeoff.png``: one point per row (None when no row has both recalls)."""
+    if "rec" not in study.tasks():
+        return None
     points = [
         TradeoffPoint(
             label=row.group,
@@ -183,8 +189,8 @@ def _results_section(study: Study, rows: list[RowStats], k: int) -> list[str]:
     baseline = study.info.get("baseline") or {}
     return [
         "## Results\n",
-        f"Generator Recall@{k} (R) and NDCG@{k} (N) on held-out search queries and on each "
-        "user's held-out next item. "
+        f"Generator Recall@{k} (R) and NDCG@{k} (N) on held-out search queries"
+        + (" and on each user's held-out next item. " if "rec" in study.tasks() else ". ")
         + (
             "p: Holm-corrected p-value against the baseline row ("
             + ", ".join(f"{a}={v}" for a, v in baseline.items())
@@ -211,6 +217,35 @@ def _breakdown_sections(
     head_share: float,
     plotted: bool,
 ) -> list[str]:
+    if "rec" in study.tasks():
+        rec_parts = _rec_sections(study, ht, k, head_share, plotted)
+    else:
+        rec_parts = [
+            "## Recommendation\n",
+            "Search-only cells (`tasks=[search]`): no recommendation is trained or scored, so "
+            "there is no search/recommendation trade-off and no head/torso split.\n",
+        ]
+    return rec_parts + [
+        "## Held-out targets and ID collisions\n",
+        "Code = the quantizer's levels without the disambiguation token. *Targets with a shared "
+        "code*: held-out targets whose code another item also has (the generator must then pick "
+        "the item by its disambiguation token, which carries no meaning); *items per target's "
+        "code*: mean over targets; *targets reachable*: share a decoder can return at all "
+        "(without a disambiguation token only one item per code is decodable); Recall split by "
+        "whether the target's code is shared. Means over seeds.\n",
+        collisions_table(collisions, k) + "\n",
+        "## Search by query kind and code bucket\n",
+        "Template queries that name the target's title vs those that do not (the hard half: "
+        "attributes only), and targets by how many items share their code (1: the code alone "
+        "identifies the item). Mean ± std over seeds.\n",
+        strata_table(strata, k) + "\n",
+    ]
+
+
+def _rec_sections(
+    study: Study, ht: HeadTorso, k: int, head_share: float, plotted: bool
+) -> list[str]:
+    """The search/recommendation trade-off and recommendation by item popularity."""
     return [
         "## Search vs recommendation\n",
         (
@@ -232,19 +267,6 @@ def _breakdown_sections(
         )
         + "n = examples per seed.\n",
         head_torso_table(study, ht, k) + "\n",
-        "## Held-out targets and ID collisions\n",
-        "Code = the quantizer's levels without the disambiguation token. *Targets with a shared "
-        "code*: held-out targets whose code another item also has (the generator must then pick "
-        "the item by its disambiguation token, which carries no meaning); *items per target's "
-        "code*: mean over targets; *targets reachable*: share a decoder can return at all "
-        "(without a disambiguation token only one item per code is decodable); Recall split by "
-        "whether the target's code is shared. Means over seeds.\n",
-        collisions_table(collisions, k) + "\n",
-        "## Search by query kind and code bucket\n",
-        "Template queries that name the target's title vs those that do not (the hard half: "
-        "attributes only), and targets by how many items share their code (1: the code alone "
-        "identifies the item). Mean ± std over seeds.\n",
-        strata_table(strata, k) + "\n",
     ]
 
 
@@ -305,7 +327,7 @@ def _error(cell: CellResult) -> str:
     return read_json(path).get("error", "?").replace("|", "/") if path.exists() else "?"
 
 
-PUBLISHED_FILES = ("report.md", "study.json", "results.json", "tradeoff.png")
+PUBLISHED_FILES = ("report.md", "study.json", "results.json", "tradeoff.png", "scaling.png")
 
 
 def publish_study(results_dir: str | Path, target: str | Path) -> list[Path]:

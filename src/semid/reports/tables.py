@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from semid.reports.cells import GENERATIVE, TASKS, CellResult, Study, non_seed_differences
+from semid.reports.cells import GENERATIVE, CellResult, Study, non_seed_differences
 from semid.reports.stats import (
     BOOTSTRAP_RESAMPLES,
     MIN_SEEDS_FOR_SEED_TEST,
@@ -98,20 +98,21 @@ def row_stats(study: Study, k: int, n_resamples: int = BOOTSTRAP_RESAMPLES) -> l
     separately over the secondary tests.
     """
     groups = study.groups()
+    tasks = study.tasks()
     rows = []
     for group, cells in groups.items():
         values = {
             f"{task} {m}@{k}": mean_std(
                 list(cell_values(cells, GENERATIVE, task, f"{m}@{k}").values())
             )
-            for task in TASKS
+            for task in tasks
             for m in ("recall", "ndcg")
         }
         base = study.baseline_of(group)
         tests: dict[str, PairedTest] = {}
         others: dict[str, list[PairedTest]] = {}
         if base is not None and base != group and base in groups:
-            for task in TASKS:
+            for task in tasks:
                 found = compare_to_baseline(
                     {c.seed: c.predictions(GENERATIVE, task) for c in cells},
                     {c.seed: c.predictions(GENERATIVE, task) for c in groups[base]},
@@ -147,30 +148,28 @@ def _apply_holm(tests: list[PairedTest]) -> None:
 def results_table(study: Study, rows: list[RowStats], k: int) -> str:
     """The paper-style table: one row per group, mean ± std over seeds, p vs the baseline."""
     axes = study.varying_axes()
+    tasks = study.tasks()
     header = axes or ["cell"]
-    header = header + [
-        "seeds",
-        f"search R@{k}",
-        f"search N@{k}",
-        f"rec R@{k}",
-        f"rec N@{k}",
-        "p search (Holm)",
-        "p rec (Holm)",
-    ]
+    header = (
+        header
+        + ["seeds"]
+        + [f"{t} {m}@{k}" for t in tasks for m in ("R", "N")]
+        + [f"p {t} (Holm)" for t in tasks]
+    )
     body = []
     for row in rows:
         label_cells = [row.labels.get(a, "") for a in axes] if axes else [row.group]
         if row.is_baseline:
             label_cells[0] = f"**{label_cells[0]}**"
         p_cells = (
-            ["baseline", "baseline"]
+            ["baseline"] * len(tasks)
             if row.is_baseline
-            else [fmt_p(row.tests.get(task)) for task in TASKS]
+            else [fmt_p(row.tests.get(task)) for task in tasks]
         )
         body.append(
             label_cells
             + [str(len(row.seeds))]
-            + [fmt_mean_std(*row.values[f"{t} {m}@{k}"]) for t in TASKS for m in ("recall", "ndcg")]
+            + [fmt_mean_std(*row.values[f"{t} {m}@{k}"]) for t in tasks for m in ("recall", "ndcg")]
             + p_cells
         )
     return md_table(header, body)
@@ -262,12 +261,13 @@ def reference_table(study: Study, k: int) -> str:
     methods = [m for m in REFERENCE_ORDER if m in methods] + sorted(
         set(methods) - set(REFERENCE_ORDER)
     )
+    tasks = study.tasks()
     body = []
     for method in methods:
         per_group: dict[str, tuple] = {}
         for group, cells in groups.items():
             key: list[tuple[tuple[str, float], ...]] = []
-            for task in TASKS:
+            for task in tasks:
                 for m in ("recall", "ndcg"):
                     vals = cell_values(cells, method, task, f"{m}@{k}")
                     key.append(tuple(sorted(vals.items())))
@@ -278,13 +278,5 @@ def reference_table(study: Study, k: int) -> str:
             body.append([method, label, str(len(merged[0]))] + cells_text)
     if not body:
         return "No reference points in these runs."
-    header = [
-        "method",
-        "rows",
-        "seeds",
-        f"search R@{k}",
-        f"search N@{k}",
-        f"rec R@{k}",
-        f"rec N@{k}",
-    ]
+    header = ["method", "rows", "seeds"] + [f"{t} {m}@{k}" for t in tasks for m in ("R", "N")]
     return md_table(header, body)

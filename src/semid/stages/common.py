@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from semid.config import RunConfig
+from semid.config import ALL_TASKS, RunConfig
 from semid.io import file_hash
 from semid.runs import Run, StageResult
 
@@ -56,3 +56,14 @@ def generator_seed(cfg: RunConfig) -> int:
 def quantizer_seed(cfg: RunConfig) -> int:
     """The quantizer's seed: ``quantizer.seed`` when set, else the run seed."""
     return cfg.seed if cfg.quantizer.seed is None else cfg.quantizer.seed
+
+
+def has_rec(cfg: RunConfig) -> bool:
+    """Whether the run trains and scores recommendation (``tasks`` holds ``rec``)."""
+    return "rec" in cfg.tasks
+
+
+def tasks_material(cfg: RunConfig) -> dict[str, Any]:
+    """``tasks`` for a stage's key material: empty for the default (both tasks), so the keys
+    of runs that do not set it stay what they were."""
+    return {} if cfg.tasks == ALL_TASKS else {"tasks": list(cfg.tasks)}

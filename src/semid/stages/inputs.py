@@ -15,10 +15,19 @@ from semid.embeddings.config import EmbeddingConfig
 from semid.embeddings.spaces import SPACES
 from semid.quantizers import build_ids
 from semid.runs import StageResult
-from semid.stages.common import PipelineState, fingerprint, quantizer_seed
+from semid.stages.common import (
+    PipelineState,
+    fingerprint,
+    has_rec,
+    quantizer_seed,
+    tasks_material,
+)
 
 
 def stage_data(state: PipelineState, force: bool = False) -> StageResult:
+    """The catalogue and its interactions; a search-only run also reads an item table alone
+    (zero interactions). Not keyed on ``tasks``: a folder both kinds of run read gives one
+    dataset."""
     cfg = state.cfg
     material = {
         "version": __version__,
@@ -27,7 +36,7 @@ def stage_data(state: PipelineState, force: bool = False) -> StageResult:
     }
 
     def build(out: Path) -> dict:
-        dataset = load_dataset(cfg.data)
+        dataset = load_dataset(cfg.data, items_only=not has_rec(cfg))
         dataset.save(out)
         return {
             "items": dataset.items.height,
@@ -39,17 +48,20 @@ def stage_data(state: PipelineState, force: bool = False) -> StageResult:
 
 
 def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
+    """User sequences and query splits; a search-only run makes the query splits alone. Its
+    key holds ``tasks`` (when not the default), so every stage after it is keyed on them."""
     cfg = state.cfg
     material = {
         "data": state.stages["data"].key,
         "queries": cfg.queries.model_dump(mode="json"),
         "query_file": fingerprint(cfg.queries.file),
         "seed": cfg.seed,
+        **tasks_material(cfg),
     }
 
     def build(out: Path) -> dict:
         dataset = Dataset.load(state.path("data"))
-        splits = make_splits(dataset, cfg.data, cfg.queries, cfg.seed)
+        splits = make_splits(dataset, cfg.data, cfg.queries, cfg.seed, sequences=has_rec(cfg))
         splits.save(out)
         counts = splits.queries.group_by("split").len().to_dicts()
         return {

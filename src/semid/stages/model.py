@@ -39,7 +39,7 @@ from semid.io import write_json, write_npy, write_parquet
 from semid.quantizers import load_ids
 from semid.quantizers.ids import SemanticIdSpace
 from semid.runs import StageResult
-from semid.stages.common import PipelineState, generator_seed, set_threads
+from semid.stages.common import PipelineState, generator_seed, has_rec, set_threads
 
 if TYPE_CHECKING:
     from semid.generative.textmodel import FrozenTextEncoder
@@ -228,8 +228,9 @@ def generator_vocab(cfg: RunConfig, inputs: GeneratorInputs) -> SemanticVocab:
 def training_examples(
     cfg: RunConfig, vocab: SemanticVocab, inputs: GeneratorInputs
 ) -> tuple[Examples, dict[str, int], np.ndarray | None]:
-    """The encoded training examples (search, indexing, rec), how many of each and (text-t5)
-    the sentence vectors of their texts, repeated indexing inputs included."""
+    """The encoded training examples (search, indexing and, unless search-only, rec), how many
+    of each and (text-t5) the sentence vectors of their texts, repeated indexing inputs
+    included."""
     text = inputs.text
     encoder = InputEncoder(
         vocab,
@@ -244,9 +245,9 @@ def training_examples(
     texts, targets, vectors = repeat_indexing(
         texts, targets, inputs.vectors, n_queries, cfg.train.indexing_repeats
     )
-    histories, rec_targets = rec_windows(
-        inputs.splits.sequences["train"].to_list(), cfg.train.rec_windows_per_user
-    )
+    # a search-only run (tasks=[search]) has no sequences: no rec examples
+    sequences = inputs.splits.sequences["train"].to_list() if has_rec(cfg) else []
+    histories, rec_targets = rec_windows(sequences, cfg.train.rec_windows_per_user)
     examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
     counts = {"search": n_queries, "indexing": len(texts) - n_queries, "rec": len(rec_targets)}
     return examples, counts, vectors
