@@ -319,7 +319,10 @@ def test_query_set_rows(study_dir):
     assert rows["rq-kmeans"]["search_real"] is None  # no real requests in these cells
     assert "dense" not in rows  # no reference metrics in these cells
     table = query_sets_table(list(rows.values()), 30)
-    assert "| rq-kmeans | 1 | 0.6000 | — | — | 0.4000 |" in table
+    # sets no cell has (title alone, real requests) and coverage (not in these metrics) are
+    # left out
+    assert table.splitlines()[0] == "| row | seeds | template search R@30 | rec R@30 |"
+    assert "| rq-kmeans | 1 | 0.6000 | 0.4000 |" in table
 
 
 def test_report_cli_publishes_the_evidence_page(study_dir, tmp_path):

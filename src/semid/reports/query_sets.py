@@ -67,16 +67,20 @@ def query_sets_table(rows: list[dict[str, Any]], k: int) -> str:
     """Markdown table of :func:`query_set_rows`."""
     if not rows:
         return "No finished cells."
-    header = ["row", "seeds"] + [f"{label} R@{k}" for _, label, _ in QUERY_SETS]
-    header += [label for _, label in COVERAGE_SETS]
+    # only the sets some row has (a search-only study has no rec columns)
+    sets = [(key, label) for key, label, _ in QUERY_SETS if any(r.get(key) for r in rows)]
+    coverage = [(f"{key} coverage", label) for key, label in COVERAGE_SETS]
+    coverage = [(key, label) for key, label in coverage if any(r.get(key) for r in rows)]
+    header = ["row", "seeds"] + [f"{label} R@{k}" for _, label in sets]
+    header += [label for _, label in coverage]
     body = []
     for row in rows:
         cells = [row["row"], "—" if row["seeds"] is None else str(row["seeds"])]
-        for key, _, _ in QUERY_SETS:
+        for key, _ in sets:
             value = row.get(key)
             cells.append("—" if value is None else fmt_mean_std(*value))
-        for key, _ in COVERAGE_SETS:
-            value = row.get(f"{key} coverage")
+        for key, _ in coverage:
+            value = row.get(key)
             cells.append("—" if value is None else f"{value[0]:,.0f}")
         body.append(cells)
     return md_table(header, body)
