@@ -278,7 +278,7 @@ def test_page_states_measured_settings(study_dir, tmp_path):
 
 
 def test_gap_decomposition_hand_computed():
-    from semid.reports.evidence.gaps import decompose, gap_rows
+    from semid.reports.evidence.gaps import decompose, gap_rows, gap_sentences, gap_verdict
 
     # reference: 60 unique-code targets at 0.8, 40 in 2-4 buckets at 0.5 (overall 0.68);
     # row: 20 at 0.7, 80 at 0.4 (overall 0.46): gap -0.22 = collisions -0.12 + within -0.10
@@ -306,7 +306,19 @@ def test_gap_decomposition_hand_computed():
     assert decompose(strata, "ref", "row", "bucket") is not None
     gone = strata.filter(~((pl.col("row") == "ref") & (pl.col("value") == "2-4")))
     assert decompose(gone, "row", "ref", "bucket") is None
-    assert gap_rows(strata, [("row", "ref")])["row"]["title_share"] == pytest.approx(0.6)
+    gaps = gap_rows(strata, [("row", "ref")])
+    assert gaps["row"]["title_share"] == pytest.approx(0.6)
+    # all of the query split's -0.24 is on title queries (the share is of that split's gap)
+    line = gap_verdict(gaps, "row")
+    assert "(-0.2200) is -0.1200 from collisions and -0.1000 within code buckets" in line
+    assert "100% of it is on the queries that name the title (60% of the queries)" in line
+    ids = {"row": {"codes_used": [256], "nn_same_depth_1": 0.3}, "ref": {"codes_used": [256]}}
+    assert "mostly the collision structure" in gap_sentences(gaps, ids)[0]  # 0.12 of 0.22
+    ids["row"]["codes_used"] = [3]
+    assert (
+        "codebook collapse: the first level uses 3 of its codes against 256"
+        in (gap_sentences(gaps, ids)[0])
+    )
 
 
 def test_query_set_rows(study_dir):

@@ -143,26 +143,44 @@ def gap_sentences(gaps: dict[str, dict[str, Any]], ids: dict[str, dict[str, Any]
 
 
 def _cause(b: dict[str, float], mine: dict[str, Any], ref: dict[str, Any]) -> str:
-    """Collisions, codebook use or the codes' semantics: whichever the numbers point at."""
+    """Codebook use, collisions or the codes' semantics: whichever the numbers point at."""
     used, ref_used = mine.get("codes_used") or [], ref.get("codes_used") or []
-    collapsed = bool(used and ref_used and used[0] < 0.5 * ref_used[0])
-    use = (
-        f" The first level uses {used[0]} codes against {ref_used[0]}: codebook collapse."
-        if collapsed
-        else ""
-    )
+    if used and ref_used and used[0] < 0.5 * ref_used[0]:
+        return (
+            f"codebook collapse: the first level uses {used[0]} of its codes against "
+            f"{ref_used[0]}, so a target's code is shared by far more items than in the "
+            "reference's largest bucket class (5+); the within-bucket part here is that collapse."
+        )
+    if abs(b["composition"]) >= 0.5 * abs(b["gap"]):
+        return "mostly the collision structure (how many items share each code)."
     nn, ref_nn = mine.get("nn_same_depth_1"), ref.get("nn_same_depth_1")
     neighbours = (
-        f" An item's nearest neighbour in the embedding space shares its first code for "
-        f"{fmt(nn, 2)} of the items against {fmt(ref_nn, 2)}."
+        f" An item's nearest neighbour in the embedding space (the space the generator reads "
+        f"the queries in) shares its first code for {fmt(nn, 2)} of the items against "
+        f"{fmt(ref_nn, 2)}: the codes follow that space's neighbourhoods "
+        + ("less closely." if nn < ref_nn else "at least as closely.")
         if nn is not None and ref_nn is not None
         else ""
     )
-    if abs(b["composition"]) >= 0.5 * abs(b["gap"]):
-        return "mostly the collision structure (how many items share each code)." + use
     return (
-        "not collisions: the generator does worse on targets whose code is shared by as many "
-        "items, so the codes themselves are harder to learn." + use + neighbours
+        "not collisions and not codebook use: the generator does worse on targets whose code "
+        "is shared by as many items, so the codes themselves are harder to learn." + neighbours
+    )
+
+
+def gap_verdict(gaps: dict[str, dict[str, Any]], row: str) -> str | None:
+    """One verdict sentence on what ``row``'s search gap is made of (None without a split)."""
+    g = gaps.get(row)
+    if g is None or g["buckets"] is None or g["queries"] is None or abs(g["buckets"]["gap"]) < 1e-9:
+        return None
+    b, parts = g["buckets"], g["queries"]["parts"]
+    title = parts.get("names title", math.nan)
+    return (
+        f"`{row}`'s search gap to `{g['reference']}` ({_signed(b['gap'])}) is "
+        f"{_signed(b['composition'])} from collisions and {_signed(b['within'])} within code "
+        f"buckets; {100 * title / g['queries']['gap']:.0f}% of it is on the queries that name "
+        f"the title ({100 * g['title_share']:.0f}% of the queries), where the item's identity, "
+        "not its attributes, must be mapped to its code."
     )
 
 

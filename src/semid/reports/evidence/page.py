@@ -21,7 +21,7 @@ from semid.reports.evidence.collect import (
     downstream,
     run_setting,
 )
-from semid.reports.evidence.gaps import gap_rows, gap_sentences, gap_table
+from semid.reports.evidence.gaps import gap_rows, gap_sentences, gap_table, gap_verdict
 from semid.reports.evidence.prose import (
     epochs_text,
     knob_summary,
@@ -37,6 +37,7 @@ from semid.reports.evidence.tables import (
     id_table,
     targets_table,
 )
+from semid.reports.query_sets import query_set_rows, query_sets_table
 
 TABLE3_ORDER = ["rq-kmeans", "dictionary", "residual-lfq", "rq-vae-defaults", "rq-vae-tuned"]
 # (row, reference) whose search gap the page splits into collisions and the rest
@@ -152,10 +153,15 @@ def render_page(
             defaults_section(rows, evidence["settings"]["rq-vae-defaults"], ablation_rows),
             regime_section(study, rows, paper_rows, id_rows),
             gaps_section(evidence["search_gaps"], {**rows, **paper_rows}),
-            search_vs_rec_section(rows),
+            search_vs_rec_section(rows, query_sets_table(query_set_rows(study, K), K)),
             "## 5. Verdict",
             "\n".join(
                 verdict(settings, ablation_rows, scope_sentence(setting, n_items, seeds_of(rows)))
+                + [
+                    f"- **What the gap is made of:** {line}"
+                    for line in [gap_verdict(evidence["search_gaps"], "rq-vae-tuned")]
+                    if line
+                ]
             ),
             "## The same quantizers on the multitask space (paper Table 3, cpu preset)",
             t3_text
@@ -344,8 +350,14 @@ disambiguation token):
 {id_table(id_rows)}"""
 
 
-def search_vs_rec_section(rows: dict[str, dict]) -> str:
+def search_vs_rec_section(rows: dict[str, dict], query_sets: str = "") -> str:
     return f"""## 4. Search vs recommendation
+
+Every evaluation set of the cells, mean ± std over seeds (title alone = the query made of the
+test item's title only; real requests = the human-written TREC ToT requests), with coverage
+(distinct items across all top-{K} lists) and the references:
+
+{query_sets}
 
 Where the held-out targets sit in each ID space (code = the levels without the disambiguation
 token; targets reachable = share a decoder can return at all):
