@@ -100,6 +100,14 @@ def test_movies_only_folder_runs_search_only_end_to_end(search_only_grid):
     report = (run_dir / "report.md").read_text()
     assert "search only (`tasks=[search]`)" in report and f"{SAMPLE} items" in report
     assert "### `rec`" not in report and "**Seen items:**" not in report
+    # the served model knows it was trained search-only
+    import semid
+
+    model = semid.load(run_dir)
+    assert model.search("a movie", k=3).height == 3
+    first = int(items["item_id"][0])
+    with pytest.raises(ConfigError, match=r"trained on tasks=\[search\] only, so it cannot rec"):
+        model.recommend([first], k=3)
 
 
 @pytest.mark.slow

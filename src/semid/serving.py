@@ -21,6 +21,7 @@ from semid.errors import ConfigError, DataError
 from semid.generative.exact import exact_rank
 from semid.generative.lru import LRUCache
 from semid.generative.retriever import GenerativeRetriever
+from semid.io import read_json
 
 Task = Literal["search", "rec"]
 
@@ -95,6 +96,7 @@ class SemidModel:
         self._filters = LRUCache(filter_cache_size)
         self._genre_set: set[str] | None = None
         self.folder: Path | None = None
+        self.tasks: tuple[str, ...] = ("search", "rec")  # what the generator was trained on
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", precision: str = "auto") -> SemidModel:
@@ -107,6 +109,9 @@ class SemidModel:
         retriever = GenerativeRetriever.load(folder, device, precision)
         model = cls(retriever, pl.read_parquet(folder / "items.parquet"))
         model.folder = folder
+        config = folder.parent / "config.json"  # the run's config, beside its model folder
+        if config.exists():
+            model.tasks = tuple(read_json(config).get("tasks") or ("search", "rec"))
         return model
 
     @property
@@ -219,6 +224,11 @@ class SemidModel:
         """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k={k}: must be a positive integer")
+        if task not in self.tasks:
+            where = self.folder or "this model"
+            raise ConfigError(
+                f"{where}: trained on tasks=[{', '.join(self.tasks)}] only, so it cannot {task}"
+            )
         if not len(inputs):
             return []
         allowed = self.allowed_rows(item_filter)
