@@ -374,3 +374,26 @@ def test_report_cli_publishes_the_evidence_page(study_dir, tmp_path):
     assert gaps["rq-vae-tuned"]["buckets"]["composition"] == pytest.approx(0.0)
     assert gaps["rq-vae-tuned"]["buckets"]["within"] == pytest.approx(-0.1)
     assert "rq-vae-defaults" not in gaps  # its 3-item buckets have no rq-kmeans counterpart
+
+
+def test_downstream_p_values_are_holm_corrected_per_reference(study_dir):
+    from statsmodels.stats.multitest import multipletests
+
+    from semid.reports.evidence.collect import p_of
+
+    rows = downstream(load_study(study_dir), "rq-kmeans")
+    tests = [
+        rows[g][t]["vs_reference"]
+        for g in rows
+        if not g.startswith("_")
+        for t in ("search", "rec")
+        if "vs_reference" in rows[g][t]
+    ]
+    assert len(tests) == 2 * (len(VARIANTS) - 1)  # every row but the reference, both tasks
+    raw = [t["pvalue"] for t in tests]
+    expected = multipletests(raw, method="holm")[1]
+    assert [t["pvalue_holm"] for t in tests] == pytest.approx(list(expected))
+    assert (
+        p_of(rows["rq-vae-tuned"], "search")
+        == rows["rq-vae-tuned"]["search"]["vs_reference"]["pvalue_holm"]
+    )

@@ -11,7 +11,7 @@ import polars as pl
 from semid.io import read_json
 from semid.reports.breakdowns import collision_rows, head_torso
 from semid.reports.cells import GENERATIVE, TASKS, CellResult, Study
-from semid.reports.stats import PairedTest, compare_to_baseline
+from semid.reports.stats import PairedTest, compare_to_baseline, holm
 from semid.reports.tables import row_stats
 
 K = 30
@@ -130,6 +130,7 @@ def downstream(study: Study, reference: str) -> dict[str, dict[str, Any]]:
         if group in diags:
             entry["ids"] = ids_summary(diags[group])
         out[group] = entry
+    _holm_against_reference(out)
     out["_head_share"] = {
         "head_item_share": _mean(ht.head_item_share),
         "head_target_share": _mean(ht.head_target_share),
@@ -137,13 +138,24 @@ def downstream(study: Study, reference: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _holm_against_reference(rows: dict[str, dict[str, Any]]) -> None:
+    """Add ``pvalue_holm`` to every ``vs_reference`` test: Holm over all rows and tasks tested
+    against the same reference (one family per :func:`downstream` call)."""
+    tests = [e[t]["vs_reference"] for e in rows.values() for t in TASKS if "vs_reference" in e[t]]
+    adjusted = holm([float("nan") if t["pvalue"] is None else t["pvalue"] for t in tests])
+    for test, p in zip(tests, adjusted, strict=True):
+        test["pvalue_holm"] = None if math.isnan(p) else float(p)
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / max(len(values), 1)
 
 
 def p_of(entry: dict, task: str, key: str = "vs_reference") -> float:
-    """A row's p-value on ``task`` (against the reference by default); NaN when untested."""
-    value = entry.get(task, {}).get(key, {}).get("pvalue")
+    """A row's p-value on ``task`` (against the reference by default; Holm-corrected where the
+    test carries ``pvalue_holm``); NaN when untested."""
+    test = entry.get(task, {}).get(key, {})
+    value = test.get("pvalue_holm", test.get("pvalue"))
     return float("nan") if value is None else float(value)
 
 

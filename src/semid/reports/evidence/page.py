@@ -248,7 +248,8 @@ semid grid grids/rq-vae-study.yaml --preset cpu --runs-dir RESULTS
 **Setting of the downstream cells.** {setting_text(setting, n_items)},
 {n_queries:,} held-out search queries and {n_users:,} users (leave-last-out). p = two-sided
 paired test on per-example hits@{K} against `rq-kmeans` (the same inputs in every cell; a
-bootstrap of examples below 3 seeds, else a t-test over seeds).
+bootstrap of examples below 3 seeds, else a t-test over seeds), Holm-corrected over every row
+and task tested against the same reference row (one family per reference).
 This is a small generator on a small catalogue: absolute recalls are far below the paper's; the
 comparisons between rows are what this page is about."""
 

@@ -307,7 +307,7 @@ def _token_sentences(study: Study, rows: dict, with_token: str, without: str) ->
         parts.append(
             f"{task} R@{K} {fmt(rows[with_token][task]['recall'])} → "
             f"{fmt(rows[without][task]['recall'])} "
-            f"(p = {fmt_p(pair_p(study, without, with_token, task))}; "
+            f"(p = {fmt_p(pair_p(study, without, with_token, task))}, uncorrected; "
             f"{fmt(reach, 3)} of the {task} targets reachable)"
         )
     cover = [distinct_codes_in_top_k(study, g) for g in (with_token, without)]
