@@ -387,3 +387,19 @@ def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path):
     assert test["mean_diff"] == pytest.approx(0.35)
     assert "0.2500 ± 0.0707" in text and "0.6000 ± 0.1414" in text
     assert "Rows average over training seeds (`train.seed`" in text
+
+
+def test_cost_table_columns_include_stages_outside_the_pipeline_list(tmp_path):
+    from semid.reports.breakdowns import recorded_stages
+    from semid.reports.cells import CellResult, Study
+    from semid.runs import STAGES
+
+    manifest = {"stages": {"ids": {}, "text_vectors": {}, "model": {}}}
+    cell = CellResult("c", "c", {}, "0", tmp_path, "done", manifest=manifest)
+    names = recorded_stages(Study(tmp_path, {}, [cell]))
+    # text_vectors goes right after ids, where the manifest lists it; the rest keep their order
+    assert names == [
+        *STAGES[: STAGES.index("ids") + 1],
+        "text_vectors",
+        *STAGES[STAGES.index("ids") + 1 :],
+    ]

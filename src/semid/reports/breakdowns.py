@@ -222,6 +222,7 @@ def cost_table(study: Study) -> str:
     """Wall time of the stages each cell computed itself (cached stages cost nothing)."""
     body = []
     built: dict[str | None, float | None] = {}  # cached stage folder -> its _stage.json seconds
+    stages = recorded_stages(study)
     for cell in study.cells:
         if cell.manifest is None:
             continue
@@ -229,7 +230,7 @@ def cost_table(study: Study) -> str:
         cells = []
         total = 0.0
         with_cached = 0.0
-        for stage in STAGES:
+        for stage in stages:
             s = info.get(stage)
             if s is None:
                 cells.append("—")
@@ -254,7 +255,7 @@ def cost_table(study: Study) -> str:
         )
     if not body:
         return "No cell has started yet."
-    header = ["cell", "status"] + STAGES + ["this cell s", "with cached s", "peak RSS MB"]
+    header = ["cell", "status"] + stages + ["this cell s", "with cached s", "peak RSS MB"]
     distinct = stage_build_seconds(study)
     footer = (
         f"\n\nWhole grid from an empty cache, one cell at a time: "
@@ -262,6 +263,19 @@ def cost_table(study: Study) -> str:
         "folders counted once, at the seconds it took to build)."
     )
     return md_table(header, body) + footer
+
+
+def recorded_stages(study: Study) -> list[str]:
+    """The pipeline's stages, plus any other stage the cells' manifests record (e.g.
+    ``text_vectors``) placed after the stage its manifest lists before it."""
+    names = list(STAGES)
+    for cell in study.cells:
+        previous: str | None = None
+        for name in (cell.manifest or {}).get("stages") or {}:
+            if name not in names:
+                names.insert(names.index(previous) + 1 if previous is not None else 0, name)
+            previous = name
+    return names
 
 
 def stage_build_seconds(study: Study) -> dict[str, float]:
