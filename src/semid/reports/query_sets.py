@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from semid.reports.cells import GENERATIVE, Study
+from semid.reports.stats import mean_std
 from semid.reports.tables import fmt_mean_std, md_table
 
 # (metrics key, column label, reference method); the reference is the same in every cell
@@ -21,10 +20,9 @@ COVERAGE_SETS = (("search", "search coverage"), ("rec", "rec coverage"))
 
 
 def _over_seeds(values: list[float]) -> tuple[float, float] | None:
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return None
-    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    """:func:`semid.reports.stats.mean_std` of the finite values; None when there are none."""
+    mean, std = mean_std(values)
+    return None if math.isnan(mean) else (mean, std)
 
 
 def query_set_rows(study: Study, k: int) -> list[dict[str, Any]]:

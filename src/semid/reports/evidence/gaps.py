@@ -68,20 +68,13 @@ def gap_rows(strata: pl.DataFrame, pairs: list[tuple[str, str]]) -> dict[str, di
         queries = decompose(strata, row, reference, QUERY)
         if buckets is None and queries is None:
             continue
+        mine, ref = stratum_means(strata, row, QUERY), stratum_means(strata, reference, QUERY)
         out[row] = {
             "reference": reference,
             "buckets": buckets,
             "queries": queries,
-            "query_recall": {
-                v: (
-                    stratum_means(strata, row, QUERY).get(v, (0, math.nan))[1],
-                    stratum_means(strata, reference, QUERY).get(v, (0, math.nan))[1],
-                )
-                for v in stratum_means(strata, reference, QUERY)
-            },
-            "title_share": stratum_means(strata, reference, QUERY).get("names title", (math.nan,))[
-                0
-            ],
+            "query_recall": {v: (mine.get(v, (0, math.nan))[1], ref[v][1]) for v in ref},
+            "title_share": ref.get("names title", (math.nan,))[0],
         }
     return out
 
