@@ -143,6 +143,25 @@ def test_search_only_cells_share_upstream_stages_and_study_report_has_no_rec(sea
     assert f"| series | value | {SMALL} items | {SAMPLE} items |" in scaling
     assert "| codebook-size16 | gap [95% CI] | " in scaling
     assert f"{gap['mean_diff']:+.4f}" in scaling.split("codebook-size16 | gap")[1]
+    # the reference methods per size, in the table, in study.json and in the query-set table
+    # (one dense row per catalogue size: the sizes see different candidates)
+    dense = {
+        n: read_json(out / f"sample-items{n}__codebook-size8" / "metrics.json")["dense"]["search"][
+            "recall@10"
+        ]
+        for n in (SMALL, SAMPLE)
+    }
+    assert f"| dense (reference) | R@10 | {dense[SMALL]:.4f} | {dense[SAMPLE]:.4f} |" in scaling
+    scaled = read_json(out / "study.json")["scaling"]
+    assert {(p["items"], p["references"]["dense"]["search"]) for p in scaled} == set(dense.items())
+    (point,) = [p for p in scaled if p["group"] == f"sample-items{SAMPLE}__codebook-size16"]
+    assert point["gap"][0] == pytest.approx(gap["mean_diff"]) and point["gap_test"] == "bootstrap"
+    query_sets = text.split("## Every query set")[1].split("\n## ")[0]
+    if dense[SMALL] == dense[SAMPLE]:  # identical values merge into one reference row
+        assert "| dense | — |" in query_sets and "| dense (" not in query_sets
+    else:
+        assert f"| dense (sample-items{SMALL}) |" in query_sets
+        assert f"| dense (sample-items{SAMPLE}) |" in query_sets
     # `semid report RUN` rewrites a run's report from its files
     assert "search only" in rewrite_run_report(out / grid.cells[0].name).read_text()
 

@@ -396,11 +396,19 @@ def report(
         Path | None,
         typer.Option(help="With --evidence: a paper-table3 grid results folder, if run."),
     ] = None,
+    scale: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --evidence: a published ml-25m-scale study (its --publish folder), "
+            "for the page's catalogue-scale section."
+        ),
+    ] = None,
 ) -> None:
     """Write RESULTS_DIR/report.md: tables over seeds, paired tests, head/torso, diagnostics.
 
     Given a run directory (no grid.json, a manifest.json), rewrite that run's report from its
-    files instead (nothing is recomputed).
+    files instead (nothing is recomputed). Given a published study folder (its evidence.json)
+    with --evidence, rewrite the evidence page from the committed evidence alone.
     """
     from semid.reports.study import publish_study, write_study_report
 
@@ -409,12 +417,22 @@ def report(
 
         console.print(f"report: {rewrite_run_report(results_dir)}")
         return
+    if (
+        evidence is not None
+        and not (results_dir / "grid.json").exists()
+        and (results_dir / "evidence.json").exists()
+    ):
+        from semid.reports.evidence import rerender_evidence_page
+
+        rerender_evidence_page(results_dir, evidence, benchmarks, scale)
+        console.print(f"evidence page: {evidence} (from {results_dir / 'evidence.json'})")
+        return
     console.print(f"report: {write_study_report(results_dir, k=k, head_share=head_share)}")
     if evidence is not None:
         from semid.reports.evidence import write_evidence_page
 
         evidence_json = (publish or results_dir) / "evidence.json"
-        write_evidence_page(results_dir, evidence, evidence_json, benchmarks, table3)
+        write_evidence_page(results_dir, evidence, evidence_json, benchmarks, table3, scale)
         console.print(f"evidence page: {evidence} ({evidence_json})")
     for path in publish_study(results_dir, publish) if publish is not None else []:
         console.print(f"published: {path}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from semid.reports.cells import GENERATIVE, Study
 from semid.reports.stats import mean_std
-from semid.reports.tables import fmt_mean_std, md_table
+from semid.reports.tables import collapse_identical, fmt_mean_std, md_table
 
 # (metrics key, column label, reference method); the reference is the same in every cell
 QUERY_SETS = (
@@ -34,30 +34,35 @@ def query_set_rows(study: Study, k: int) -> list[dict[str, Any]]:
     the reference rows are named ``dense`` and ``sasrec`` (the same in every cell).
     """
     out: list[dict[str, Any]] = []
-    references: dict[str, list[float]] = {}
+    references: dict[str, dict[str, tuple]] = {}  # method -> group -> per-set values
     for group, cells in study.groups().items():
         done = [c for c in cells if c.status == "done" and c.metrics]
         if not done:
             continue
         row: dict[str, Any] = {"row": group, "seeds": len(done)}
-        for key, _, reference in QUERY_SETS:
+        for key, _, _ in QUERY_SETS:
             row[key] = _over_seeds([c.metric(GENERATIVE, key, f"recall@{k}") for c in done])
-            for cell in done:
-                value = cell.metric(reference, key, f"recall@{k}")
-                references.setdefault(f"{reference}:{key}", []).append(value)
         for key, _ in COVERAGE_SETS:
             row[f"{key} coverage"] = _over_seeds(
                 [c.metric(GENERATIVE, key, "coverage") for c in done]
             )
         out.append(row)
-    for reference in sorted({r for _, _, r in QUERY_SETS}):
-        row = {"row": reference, "seeds": None}
-        for key, _, ref in QUERY_SETS:
-            row[key] = (
-                _over_seeds(references.get(f"{reference}:{key}", [])) if ref == reference else None
-            )
-        if any(row[key] for key, _, _ in QUERY_SETS):
-            out.append(row)
+        for reference in {r for _, _, r in QUERY_SETS}:
+            references.setdefault(reference, {})[group] = tuple(
+                tuple(c.metric(reference, key, f"recall@{k}") for c in done) if ref == reference
+                else ()
+                for key, _, ref in QUERY_SETS
+            )  # fmt: skip
+    for reference in sorted(references):
+        # one row per distinct set of values: a study whose rows see different inputs (the
+        # catalogue sizes of a scale grid) gets one reference row per input
+        for label, values in collapse_identical(study, references[reference]):
+            name = reference if label == "all rows" else f"{reference} ({label})"
+            row = {"row": name, "seeds": None}
+            for (key, _, _), per_seed in zip(QUERY_SETS, values, strict=True):
+                row[key] = _over_seeds(list(per_seed)) if per_seed else None
+            if any(row[key] for key, _, _ in QUERY_SETS):
+                out.append(row)
     return out
 
 

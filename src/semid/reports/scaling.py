@@ -12,23 +12,60 @@ paired test, with that test's 95% interval.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from semid.io import atomic_path
-from semid.reports.cells import Study
+from semid.reports.cells import GENERATIVE, Study
+from semid.reports.stats import finite_or_none, mean_std
 from semid.reports.tables import RowStats, fmt_mean_std, md_table
+
+# the search sets of a scale study (template queries, title alone, real requests) and the
+# non-generative methods scored on them at every size
+SCALE_SETS = ("search", "search_title", "search_real")
+REFERENCE_METHODS = ("dense", "bm25")
 
 
 @dataclass
 class ScalingPoint:
-    """One row of the study placed on the size axis."""
+    """One row of the study placed on the size axis.
+
+    ``sets``: the generator's mean Recall@K over seeds on each of :data:`SCALE_SETS`;
+    ``references``: the same for each reference method (identical for the rows of one size).
+    """
 
     series: str
     items: int
     recall: tuple[float, float]  # mean, std over seeds
     gap: tuple[float, float, float] | None  # mean diff to the baseline row, 95% CI
     is_baseline: bool
+    group: str = ""
+    seeds: int = 0
+    gap_p: float = math.nan  # the headline test's Holm-corrected p-value
+    gap_test: str = ""  # its kind: seeds (t-test over seeds) or bootstrap (queries resampled)
+    sets: dict[str, float] = field(default_factory=dict)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
+    queries: dict[str, int] = field(default_factory=dict)  # inputs scored per set
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "series": self.series,
+            "group": self.group,
+            "items": self.items,
+            "seeds": self.seeds,
+            "is_baseline": self.is_baseline,
+            "recall": [finite_or_none(v) for v in self.recall],
+            "gap": None if self.gap is None else [finite_or_none(v) for v in self.gap],
+            "gap_pvalue_holm": finite_or_none(self.gap_p),
+            "gap_test": self.gap_test,
+            "sets": {k: finite_or_none(v) for k, v in self.sets.items()},
+            "references": {
+                m: {k: finite_or_none(v) for k, v in sets.items()}
+                for m, sets in self.references.items()
+            },
+            "queries": self.queries,
+        }
 
 
 def cell_items(cell) -> int | None:
@@ -61,6 +98,7 @@ def scaling_points(study: Study, rows: list[RowStats], k: int) -> list[ScalingPo
         return []
     axis, sizes = found
     others = [a for a in study.varying_axes() if a != axis]
+    groups = study.groups()
     points = []
     for row in rows:
         label = row.labels.get(axis)
@@ -72,9 +110,47 @@ def scaling_points(study: Study, rows: list[RowStats], k: int) -> list[ScalingPo
         if test is not None and not math.isnan(test.mean_diff):
             gap = (test.mean_diff, *test.ci)
         recall = row.values.get(f"search recall@{k}", (math.nan, math.nan))
-        points.append(ScalingPoint(series, sizes[label], recall, gap, row.is_baseline))
+        done = [c for c in groups.get(row.group, []) if c.status == "done" and c.metrics]
+        points.append(
+            ScalingPoint(
+                series, sizes[label], recall, gap, row.is_baseline,
+                group=row.group,
+                seeds=len(done),
+                gap_p=math.nan if test is None else test.pvalue_holm,
+                gap_test="" if test is None else test.kind,
+                sets={key: _mean(done, GENERATIVE, key, k) for key in SCALE_SETS},
+                references={
+                    m: {key: _mean(done, m, key, k) for key in SCALE_SETS}
+                    for m in REFERENCE_METHODS
+                },
+                queries=_queries(done),
+            )
+        )  # fmt: skip
     order = {name: i for i, name in enumerate(dict.fromkeys(p.series for p in points))}
     return sorted(points, key=lambda p: (not p.is_baseline, order[p.series], p.items))
+
+
+def _queries(cells: list) -> dict[str, int]:
+    """Inputs scored per search set, from the first finished cell."""
+    metrics = (cells[0].metrics or {}).get(GENERATIVE, {}) if cells else {}
+    return {key: int(metrics[key]["n"]) for key in SCALE_SETS if "n" in metrics.get(key, {})}
+
+
+def _mean(cells: list, method: str, key: str, k: int) -> float:
+    """Mean Recall@k of ``method`` on ``key`` over the cells (NaN where none has it)."""
+    return mean_std([c.metric(method, key, f"recall@{k}") for c in cells])[0]
+
+
+def reference_points(points: list[ScalingPoint]) -> dict[str, dict[int, float]]:
+    """Each reference method's template-search Recall@K per catalogue size (from the rows of
+    that size; identical across them)."""
+    out: dict[str, dict[int, float]] = {}
+    for method in REFERENCE_METHODS:
+        for p in points:
+            value = p.references.get(method, {}).get("search", math.nan)
+            if not math.isnan(value):
+                out.setdefault(method, {}).setdefault(p.items, value)
+    return out
 
 
 def scaling_table(points: list[ScalingPoint], k: int) -> str:
@@ -89,6 +165,11 @@ def scaling_table(points: list[ScalingPoint], k: int) -> str:
         )
         if not any(p.is_baseline for p in by_size.values()):
             body.append([series, "gap [95% CI]"] + [_gap(by_size.get(n)) for n in sizes])
+    for method, by_items in reference_points(points).items():
+        body.append(
+            [f"{method} (reference)", f"R@{k}"]
+            + [f"{by_items[n]:.4f}" if n in by_items else "—" for n in sizes]
+        )
     return md_table(["series", "value"] + [f"{n:,} items" for n in sizes], body)
 
 
@@ -123,6 +204,12 @@ def scaling_plot(points: list[ScalingPoint], path: str | Path, k: int, title: st
                 [n for n, _ in gaps], [gap[0] for _, gap in gaps], yerr=[lows, highs],
                 marker="o", capsize=3, label=series, color=color,
             )  # fmt: skip
+    for j, (method, by_items) in enumerate(reference_points(points).items()):
+        sizes = sorted(by_items)
+        left.plot(
+            sizes, [by_items[n] for n in sizes], linestyle="--", marker=".",
+            color="grey", alpha=0.9 - 0.3 * j, label=f"{method} (reference)",
+        )  # fmt: skip
     right.axhline(0.0, color="black", linewidth=0.8)
     for ax, ylabel in ((left, f"search Recall@{k}"), (right, f"Recall@{k} − baseline row")):
         ax.set_xscale("log")

@@ -50,7 +50,7 @@ from semid.reports.breakdowns import (
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
 from semid.reports.query_sets import query_set_rows, query_sets_table
-from semid.reports.scaling import scaling_section
+from semid.reports.scaling import scaling_points, scaling_section
 from semid.reports.stats import BOOTSTRAP_RESAMPLES, MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 from semid.reports.tables import (
     RowStats,
@@ -125,6 +125,7 @@ def write_study_report(
                 {kk: finite_or_none(v) if isinstance(v, float) else v for kk, v in r.items()}
                 for r in collisions
             ],
+            "scaling": [p.to_json() for p in scaling_points(study, rows, k)],
         },
     )
     return path

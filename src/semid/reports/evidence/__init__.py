@@ -10,9 +10,10 @@ cells' saved ``config.json`` and ``manifest.json``.
 - :mod:`.collect`: the numbers, per row of the study;
 - :mod:`.tables`: the page's markdown tables;
 - :mod:`.prose`: sentences whose wording the comparisons decide;
-- :mod:`.page`: the page and its ``evidence.json``.
+- :mod:`.scale`: the catalogue-scale section, from a published ml-25m-scale study;
+- :mod:`.page`: the page and its ``evidence.json`` (rewritable from a published folder alone).
 """
 
-from semid.reports.evidence.page import write_evidence_page
+from semid.reports.evidence.page import rerender_evidence_page, write_evidence_page
 
-__all__ = ["write_evidence_page"]
+__all__ = ["rerender_evidence_page", "write_evidence_page"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from semid.errors import ConfigError
 from semid.io import read_json, write_json, write_text
 from semid.quantizers.config import RQ_VAE_TUNED, VAEConfig
 from semid.reports.breakdowns import stage_build_seconds, strata_rows
-from semid.reports.cells import Study, load_study
+from semid.reports.cells import load_study
 from semid.reports.evidence.collect import (
     HEADLINE,
     KNOBS,
@@ -23,14 +24,17 @@ from semid.reports.evidence.collect import (
 )
 from semid.reports.evidence.gaps import gap_rows, gap_sentences, gap_table, gap_verdict
 from semid.reports.evidence.prose import (
+    TOKEN_PAIRS,
     epochs_text,
     knob_summary,
     parameters_text,
     regime_sentences,
     scope_sentence,
     search_vs_rec_sentences,
+    token_effect,
     verdict,
 )
+from semid.reports.evidence.scale import read_scale, scale_section, scale_verdict
 from semid.reports.evidence.tables import (
     downstream_table,
     head_torso_rows,
@@ -38,6 +42,7 @@ from semid.reports.evidence.tables import (
     targets_table,
 )
 from semid.reports.query_sets import query_set_rows, query_sets_table
+from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 
 TABLE3_ORDER = ["rq-kmeans", "dictionary", "residual-lfq", "rq-vae-defaults", "rq-vae-tuned"]
 # (row, reference) whose search gap the page splits into collisions and the rest
@@ -87,14 +92,18 @@ def write_evidence_page(
     evidence_path: Path,
     benchmark_dir: Path,
     table3_dir: Path | None = None,
+    scale: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the page ``out`` and ``evidence_path`` (every number the page uses); return it."""
+    """Write the page ``out`` and ``evidence_path`` (every number the page uses); return it.
+
+    ``scale``: a published ml-25m-scale study (folder or its ``study.json``), for section 6.
+    """
     if not study_dir.is_dir():
         raise ConfigError(f"{study_dir}: no rq-vae-study results folder (run the grid first)")
     id_rows, ablation_rows = read_benchmark_rows(benchmark_dir)
     study = load_study(study_dir)
     strata = strata_rows(study, K)
-    evidence = {
+    evidence: dict[str, Any] = {
         "rq_vae_study_vs_rq_kmeans": downstream(study, "rq-kmeans"),
         "rq_vae_study_vs_rq_kmeans_no_disambiguation": downstream(
             study, "rq-kmeans-no-disambiguation"
@@ -104,22 +113,112 @@ def write_evidence_page(
         "search_gaps": gap_rows(strata, GAP_PAIRS),
         "grid_minutes": sum(stage_build_seconds(study).values()) / 60,
     }
+    evidence["token_effect"] = token_effect(
+        study,
+        evidence["rq_vae_study_vs_rq_kmeans"]
+        | evidence["rq_vae_study_vs_rq_kmeans_no_disambiguation"],
+    )
+    evidence["query_sets"] = [_json_row(r) for r in query_set_rows(study, K)]
+    command = f"semid report RESULTS --publish {evidence_path.parent} --evidence {out}"
+    return _write(evidence, out, evidence_path, id_rows, ablation_rows, scale, command)
+
+
+def rerender_evidence_page(
+    published: Path, out: Path, benchmark_dir: Path, scale: Path | None = None
+) -> dict[str, Any]:
+    """Rewrite the page ``out`` from a *published* study folder's ``evidence.json`` (committed
+    evidence only: no run directory is read), with the scale section from ``scale``.
+
+    An ``evidence.json`` written before the page kept the token effect and the query sets in it
+    is completed from the folder's ``study.json`` (query sets) and ``results.json`` (the
+    per-seed t-tests); the beams' distinct codes, which need the runs' predictions, are then
+    left out of the page."""
+    path = published / "evidence.json"
+    if not path.exists():
+        raise ConfigError(f"{path}: no evidence.json (write it with --publish DIR --evidence PAGE)")
+    evidence = read_json(path)
+    evidence.pop("scale", None)
+    id_rows, ablation_rows = read_benchmark_rows(benchmark_dir)
+    if "query_sets" not in evidence and (published / "study.json").exists():
+        evidence["query_sets"] = read_json(published / "study.json").get("query_sets", [])
+    if "token_effect" not in evidence and (published / "results.json").exists():
+        evidence["token_effect"] = token_effect_from_results(read_json(published / "results.json"))
+    command = f"semid report {published.as_posix()} --evidence {out.as_posix()}"
+    return _write(evidence, out, path, id_rows, ablation_rows, scale, command)
+
+
+def _write(
+    evidence: dict[str, Any],
+    out: Path,
+    evidence_path: Path,
+    id_rows: list[dict],
+    ablation_rows: list[dict],
+    scale: Path | None,
+    command: str,
+) -> dict[str, Any]:
+    evidence["scale"] = read_scale(scale)
+    suffix = "" if scale is None else f" --scale {scale.as_posix()}"
     write_json(evidence_path, evidence)
     link = Path(os.path.relpath(evidence_path.parent, out.parent)).as_posix()
-    command = f"semid report RESULTS --publish {evidence_path.parent} --evidence {out}"
-    write_text(out, render_page(study, evidence, id_rows, ablation_rows, link, command))
+    reproduce = f"semid report RESULTS --publish {evidence_path.parent.as_posix()} --evidence {out}"
+    write_text(
+        out,
+        render_page(
+            evidence, id_rows, ablation_rows, link, command + suffix, out, reproduce + suffix
+        ),
+    )
     return evidence
 
 
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: [finite_or_none(x) for x in v] if isinstance(v, tuple) else v for k, v in row.items()
+    }
+
+
+def token_effect_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """:func:`token_effect`'s p-values from a published ``results.json`` (the paired t-test over
+    the seeds both rows have, on each task's Recall@K); no beam codes."""
+    from scipy.stats import ttest_rel
+
+    per: dict[str, dict[str, dict[str, float]]] = {}  # group -> task -> seed -> recall
+    for cell in results.get("cells", []):
+        labels = cell.get("labels", {})
+        group, seed = labels.get("variant"), labels.get("seed")
+        for task in ("search", "rec"):
+            value = ((cell.get("metrics") or {}).get("generative", {}).get(task) or {}).get(
+                f"recall@{K}"
+            )
+            if group and seed and value is not None:
+                per.setdefault(group, {}).setdefault(task, {})[seed] = float(value)
+    out: dict[str, dict[str, Any]] = {}
+    for with_token, without in TOKEN_PAIRS:
+        if with_token not in per or without not in per:
+            continue
+        p = {}
+        for task in ("search", "rec"):
+            a, b = per[without].get(task, {}), per[with_token].get(task, {})
+            seeds = sorted(set(a) & set(b))
+            p[task] = (
+                finite_or_none(float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])[1]))
+                if len(seeds) >= MIN_SEEDS_FOR_SEED_TEST
+                else None
+            )
+        out[with_token] = {"p": p, "codes": None}
+    return out
+
+
 def render_page(
-    study: Study,
     evidence: dict[str, Any],
     id_rows: list[dict],
     ablation_rows: list[dict],
     results_link: str = "results/rq-vae-study-cpu",
     command: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
+    page: Path = Path("docs/rq-vae-study.md"),
+    reproduce: str | None = None,
 ) -> str:
-    """The page's markdown, from :func:`write_evidence_page`'s evidence."""
+    """The page's markdown, from :func:`write_evidence_page`'s evidence. ``command``: what
+    wrote the page; ``reproduce``: the command after the grid (default ``command``)."""
     rows = evidence["rq_vae_study_vs_rq_kmeans"]
     paper_rows = evidence["rq_vae_study_vs_rq_kmeans_no_disambiguation"]
     t3_named = by_quantizer(evidence["paper_table3"])
@@ -149,11 +248,20 @@ def render_page(
     )
     return "\n\n".join(
         [
-            intro(rows, id_rows, setting, n_items, evidence["grid_minutes"], results_link, command),
+            intro(
+                rows,
+                id_rows,
+                setting,
+                n_items,
+                evidence["grid_minutes"],
+                results_link,
+                command,
+                reproduce=reproduce or command,
+            ),  # fmt: skip
             defaults_section(rows, evidence["settings"]["rq-vae-defaults"], ablation_rows),
-            regime_section(study, rows, paper_rows, id_rows),
+            regime_section(rows, paper_rows, id_rows, evidence.get("token_effect", {})),
             gaps_section(evidence["search_gaps"], {**rows, **paper_rows}),
-            search_vs_rec_section(rows, query_sets_table(query_set_rows(study, K), K)),
+            search_vs_rec_section(rows, query_sets_table(_tuple_rows(evidence), K)),
             "## 5. Verdict",
             "\n".join(
                 verdict(settings, ablation_rows, scope_sentence(setting, n_items, seeds_of(rows)))
@@ -162,7 +270,9 @@ def render_page(
                     for line in [gap_verdict(evidence["search_gaps"], "rq-vae-tuned")]
                     if line
                 ]
+                + scale_verdict(evidence.get("scale"))
             ),
+            scale_section(evidence.get("scale"), page),
             "## The same quantizers on the multitask space (paper Table 3, cpu preset)",
             t3_text
             + (
@@ -204,6 +314,8 @@ def intro(
     grid_minutes: float,
     results_link: str = "results/rq-vae-study-cpu",
     command: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
+    page: Path = Path("docs/rq-vae-study.md"),
+    reproduce: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
 ) -> str:
     cells = [g for g in rows if not g.startswith("_")]
     seeds = seeds_of(rows)
@@ -234,7 +346,7 @@ time on a 2-core CPU, each distinct stage counted once; the paper preset needs a
 
 ```bash
 semid grid grids/rq-vae-study.yaml --preset cpu --runs-dir RESULTS
-{command}
+{reproduce}
 ```
 
 {
@@ -317,8 +429,20 @@ def vae_text(vae: VAEConfig) -> str:
     )
 
 
+def _tuple_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
+    """The query-set rows of ``evidence`` with their (mean, std) pairs back as tuples."""
+    return [
+        {k: tuple(math.nan if x is None else x for x in v) if isinstance(v, list) else v
+         for k, v in row.items()}
+        for row in evidence.get("query_sets", [])
+    ]  # fmt: skip
+
+
 def regime_section(
-    study: Study, rows: dict[str, dict], paper_rows: dict[str, dict], id_rows: list[dict]
+    rows: dict[str, dict],
+    paper_rows: dict[str, dict],
+    id_rows: list[dict],
+    effect: dict[str, dict[str, Any]],
 ) -> str:
     return f"""## 3. Collisions: the paper's regime vs 3 levels vs a disambiguation token
 
@@ -335,7 +459,7 @@ RQ-kmeans, and 0.024 vs 0.049 for recommendation:
 
 {downstream_table(paper_rows, REGIME_PAPER, "rq-kmeans-no-disambiguation")}
 
-{chr(10).join(regime_sentences(study, rows, id_rows))}
+{chr(10).join(regime_sentences(rows, id_rows, effect))}
 
 {id_level_text(id_rows)}"""
 

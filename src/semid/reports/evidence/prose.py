@@ -16,7 +16,7 @@ from semid.reports.evidence.collect import (
     pair_p,
 )
 from semid.reports.evidence.tables import fmt, fmt_p
-from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST
+from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 
 # (label, rows, rq-kmeans group, defaults group, tuned group): one comparison setting.
 Setting = tuple[str, dict[str, dict], str, str, str]
@@ -275,13 +275,41 @@ def scope_sentence(
     )
 
 
-def regime_sentences(study: Study, rows: dict[str, dict], id_rows: list[dict]) -> list[str]:
-    """What the disambiguation token and a third level change, downstream and at ID level."""
-    out = []
-    for with_token in ("rq-kmeans", "rq-vae-defaults", "rq-vae-tuned"):
-        without = f"{with_token}-no-disambiguation"
+TOKEN_PAIRS = [
+    (g, f"{g}-no-disambiguation") for g in ("rq-kmeans", "rq-vae-defaults", "rq-vae-tuned")
+]
+
+
+def token_effect(study: Study, rows: dict[str, dict]) -> dict[str, dict[str, Any]]:
+    """Per quantizer with both rows: the uncorrected p of each task's headline test without vs
+    with the disambiguation token, and the distinct codes among the top K search beams of each
+    (``[with, without]``), for :func:`regime_sentences`."""
+    out: dict[str, dict[str, Any]] = {}
+    for with_token, without in TOKEN_PAIRS:
         if with_token in rows and without in rows:
-            out += _token_sentences(study, rows, with_token, without)
+            out[with_token] = {
+                "p": {t: finite_or_none(pair_p(study, without, with_token, t)) for t in TASKS},
+                "codes": [
+                    finite_or_none(distinct_codes_in_top_k(study, g)) for g in (with_token, without)
+                ],
+            }
+    return out
+
+
+def regime_sentences(
+    rows: dict[str, dict], id_rows: list[dict], effect: dict[str, dict[str, Any]]
+) -> list[str]:
+    """What the disambiguation token and a third level change, downstream and at ID level
+    (``effect``: :func:`token_effect`)."""
+    out = []
+    for with_token, without in TOKEN_PAIRS:
+        if with_token in rows and without in rows:
+            out += _token_sentences(rows, effect.get(with_token, {}), with_token, without)
+    if out and any(not (e.get("codes") or [None])[0] for e in effect.values()):
+        out.append(
+            "  (How many distinct codes the search beams cover needs the runs' predictions, "
+            "which this page's evidence file does not hold.)"
+        )
     for quantizer in ("rq-kmeans", "rq-vae-tuned", "rq-vae-defaults"):
         two = find_id_row(id_rows, "25m", quantizer, "2x256")
         three = find_id_row(id_rows, "25m", quantizer, "3x256")
@@ -300,23 +328,28 @@ def regime_sentences(study: Study, rows: dict[str, dict], id_rows: list[dict]) -
     return out
 
 
-def _token_sentences(study: Study, rows: dict, with_token: str, without: str) -> list[str]:
+def _token_sentences(
+    rows: dict, effect: dict[str, Any], with_token: str, without: str
+) -> list[str]:
     parts = []
     for task in TASKS:
         reach = rows[without][task].get("targets", {}).get("reachable_share")
+        p = effect.get("p", {}).get(task)
         parts.append(
             f"{task} R@{K} {fmt(rows[with_token][task]['recall'])} → "
             f"{fmt(rows[without][task]['recall'])} "
-            f"(p = {fmt_p(pair_p(study, without, with_token, task))}, uncorrected; "
+            f"(p = {fmt_p(math.nan if p is None else p)}, uncorrected; "
             f"{fmt(reach, 3)} of the {task} targets reachable)"
         )
-    cover = [distinct_codes_in_top_k(study, g) for g in (with_token, without)]
-    return [
-        f"- `{with_token}` without the disambiguation token: " + "; ".join(parts),
-        f"  The {K} search beams cover {cover[0]:.1f} distinct codes on average with the "
-        f"token and {cover[1]:.1f} without: with it, beams are spent on other "
-        "disambiguation suffixes of the same code.",
-    ]
+    out = [f"- `{with_token}` without the disambiguation token: " + "; ".join(parts)]
+    cover = effect.get("codes") or [None, None]
+    if None not in cover:
+        out.append(
+            f"  The {K} search beams cover {cover[0]:.1f} distinct codes on average with the "
+            f"token and {cover[1]:.1f} without: with it, beams are spent on other "
+            "disambiguation suffixes of the same code."
+        )
+    return out
 
 
 def search_vs_rec_sentences(rows: dict[str, dict]) -> list[str]:
