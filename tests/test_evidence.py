@@ -461,9 +461,16 @@ def test_scale_section_hand_made_points(tmp_path):
     lines = scale_sentences(points)
     assert lines[0] == (
         "- `rq-vae-tuned` − `rq-kmeans`: +0.100 at 1,000 items, -0.050 at 2,000 items; "
-        "significantly above `rq-kmeans` (Holm p < 0.05) at 1 of 2 sizes."
+        "significantly above `rq-kmeans` at 1,000 items (Holm p < 0.05); not significant at "
+        "2,000 items."
     )
     assert "reaches 0.80× at 1,000 and 0.50× at 2,000 items of dense kNN" in lines[1]
+    points[3]["gap_pvalue_holm"] = 0.01  # now significant the other way
+    assert (
+        "significantly above `rq-kmeans` at 1,000 items and below it at 2,000 items (Holm"
+        in (scale_sentences(points)[0])
+    )
+    points[3]["gap_pvalue_holm"] = 0.2
     assert "the largest size measured is 2,000" in lines[2]
     published = tmp_path / "docs" / "results" / "scale"
     write_json(published / "study.json", {"grid": "g", "preset": "cpu", "k": 30, "scaling": points})

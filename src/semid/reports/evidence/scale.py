@@ -80,6 +80,11 @@ def _by(points: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(p["series"], p["items"]): p for p in points}
 
 
+def _join(values: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
 def scale_tables(points: list[dict[str, Any]], k: int) -> tuple[str, str]:
     """Template search per size (rows: sizes; each series, its gap, the references), and the
     title-alone and real-request sets per size."""
@@ -156,19 +161,25 @@ def scale_sentences(points: list[dict[str, Any]]) -> list[str]:
         if not mine:
             continue
         first, last = mine[0], mine[-1]
-        significant = [
-            p for p in mine if p.get("gap_pvalue_holm") is not None and p["gap_pvalue_holm"] < ALPHA
-        ]
-        signs = {math.copysign(1, p["gap"][0]) for p in significant}
-        direction = (
-            "above" if signs == {1.0} else "below" if signs == {-1.0} else "on both sides of"
-        )
+
+        def significant(p: dict[str, Any]) -> bool:
+            return p.get("gap_pvalue_holm") is not None and p["gap_pvalue_holm"] < ALPHA
+
+        above = [f"{p['items']:,}" for p in mine if significant(p) and p["gap"][0] > 0]
+        below = [f"{p['items']:,}" for p in mine if significant(p) and p["gap"][0] < 0]
+        neither = [f"{p['items']:,}" for p in mine if not significant(p)]
+        parts = []
+        if above:
+            parts.append(f"above `{base}` at {_join(above)} items")
+        if below:
+            parts.append(("below it" if above else f"below `{base}`") + f" at {_join(below)} items")
         tail = (
-            f"significantly {direction} `{base}` (Holm p < {ALPHA}) at {len(significant)} of "
-            f"{len(mine)} sizes"
-            if significant
+            f"significantly {' and '.join(parts)} (Holm p < {ALPHA})"
+            if parts
             else f"at no size significantly different from `{base}` (Holm p < {ALPHA})"
         )
+        if neither and parts:
+            tail += f"; not significant at {_join(neither)} items"
         out.append(
             f"- `{name}` − `{base}`: {first['gap'][0]:+.3f} at {first['items']:,} items, "
             f"{last['gap'][0]:+.3f} at {last['items']:,} items; {tail}."
