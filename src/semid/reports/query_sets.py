@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from semid.reports.cells import GENERATIVE, Study
-from semid.reports.stats import mean_std
+from semid.reports.stats import finite_or_none, mean_std
 from semid.reports.tables import collapse_identical, fmt_mean_std, md_table
 
 # (metrics key, column label, reference method); the reference is the same in every cell
@@ -64,6 +64,23 @@ def query_set_rows(study: Study, k: int) -> list[dict[str, Any]]:
             if any(row[key] for key, _, _ in QUERY_SETS):
                 out.append(row)
     return out
+
+
+def query_sets_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`query_set_rows` for JSON: (mean, std) pairs as lists, NaN as None."""
+    return [
+        {k: [finite_or_none(x) for x in v] if isinstance(v, tuple) else v for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def query_sets_from_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inverse of :func:`query_sets_json` (lists back to (mean, std), None to NaN)."""
+    return [
+        {k: tuple(math.nan if x is None else x for x in v) if isinstance(v, list) else v
+         for k, v in r.items()}
+        for r in rows
+    ]  # fmt: skip
 
 
 def query_sets_table(rows: list[dict[str, Any]], k: int) -> str:

@@ -235,9 +235,9 @@ def _ci_err(gap: tuple[float, float, float]) -> tuple[float, float]:
     return max(mean - lo, 0.0), max(hi - mean, 0.0)
 
 
-def scaling_section(study: Study, rows: list[RowStats], k: int) -> list[str]:
-    """The report's catalogue-size section and ``scaling.png`` (nothing without a size axis)."""
-    points = scaling_points(study, rows, k)
+def scaling_section(study: Study, points: list[ScalingPoint], k: int) -> list[str]:
+    """The report's catalogue-size section and ``scaling.png`` from :func:`scaling_points`
+    (nothing without a size axis)."""
     if not points:
         return []
     found = size_axis(study)

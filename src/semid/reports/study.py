@@ -49,7 +49,7 @@ from semid.reports.breakdowns import (
 )
 from semid.reports.cells import CellResult, Study, default_k, load_study
 from semid.reports.plots import TradeoffPoint, tradeoff_scatter
-from semid.reports.query_sets import query_set_rows, query_sets_table
+from semid.reports.query_sets import query_set_rows, query_sets_json, query_sets_table
 from semid.reports.scaling import scaling_points, scaling_section
 from semid.reports.stats import BOOTSTRAP_RESAMPLES, MIN_SEEDS_FOR_SEED_TEST, finite_or_none
 from semid.reports.tables import (
@@ -80,12 +80,13 @@ def write_study_report(
     collisions = collision_rows(study, k)
     strata = strata_rows(study, k)
     query_sets = query_set_rows(study, k)
+    scaling = scaling_points(study, rows, k)
     plot = _tradeoff_plot(study, rows, k)
     failed = [c for c in study.cells if c.status == "failed"]
     text = (
         _intro(study, rows, failed)
         + _results_section(study, rows, k)
-        + scaling_section(study, rows, k)
+        + scaling_section(study, scaling, k)
         + _breakdown_sections(study, ht, collisions, strata, k, head_share, plot is not None)
         + _query_set_section(query_sets, k)
         + _method_sections(study, rows, k)
@@ -114,18 +115,12 @@ def write_study_report(
                 for r in ht.rows
             ],
             "strata": strata.to_dicts(),
-            "query_sets": [
-                {
-                    kk: [finite_or_none(x) for x in v] if isinstance(v, tuple) else v
-                    for kk, v in r.items()
-                }
-                for r in query_sets
-            ],
+            "query_sets": query_sets_json(query_sets),
             "collisions": [
                 {kk: finite_or_none(v) if isinstance(v, float) else v for kk, v in r.items()}
                 for r in collisions
             ],
-            "scaling": [p.to_json() for p in scaling_points(study, rows, k)],
+            "scaling": [p.to_json() for p in scaling],
         },
     )
     return path

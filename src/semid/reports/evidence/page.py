@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,13 @@ from semid.reports.evidence.tables import (
     id_table,
     targets_table,
 )
-from semid.reports.query_sets import query_set_rows, query_sets_table
-from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST, finite_or_none
+from semid.reports.query_sets import (
+    query_set_rows,
+    query_sets_from_json,
+    query_sets_json,
+    query_sets_table,
+)
+from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST, finite_or_none, paired_ttest
 
 TABLE3_ORDER = ["rq-kmeans", "dictionary", "residual-lfq", "rq-vae-defaults", "rq-vae-tuned"]
 # (row, reference) whose search gap the page splits into collisions and the rest
@@ -118,7 +122,7 @@ def write_evidence_page(
         evidence["rq_vae_study_vs_rq_kmeans"]
         | evidence["rq_vae_study_vs_rq_kmeans_no_disambiguation"],
     )
-    evidence["query_sets"] = [_json_row(r) for r in query_set_rows(study, K)]
+    evidence["query_sets"] = query_sets_json(query_set_rows(study, K))
     command = f"semid report RESULTS --publish {evidence_path.parent} --evidence {out}"
     return _write(evidence, out, evidence_path, id_rows, ablation_rows, scale, command)
 
@@ -137,7 +141,6 @@ def rerender_evidence_page(
     if not path.exists():
         raise ConfigError(f"{path}: no evidence.json (write it with --publish DIR --evidence PAGE)")
     evidence = read_json(path)
-    evidence.pop("scale", None)
     id_rows, ablation_rows = read_benchmark_rows(benchmark_dir)
     if "query_sets" not in evidence and (published / "study.json").exists():
         evidence["query_sets"] = read_json(published / "study.json").get("query_sets", [])
@@ -170,17 +173,9 @@ def _write(
     return evidence
 
 
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: [finite_or_none(x) for x in v] if isinstance(v, tuple) else v for k, v in row.items()
-    }
-
-
 def token_effect_from_results(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """:func:`token_effect`'s p-values from a published ``results.json`` (the paired t-test over
     the seeds both rows have, on each task's Recall@K); no beam codes."""
-    from scipy.stats import ttest_rel
-
     per: dict[str, dict[str, dict[str, float]]] = {}  # group -> task -> seed -> recall
     for cell in results.get("cells", []):
         labels = cell.get("labels", {})
@@ -200,7 +195,9 @@ def token_effect_from_results(results: dict[str, Any]) -> dict[str, dict[str, An
             a, b = per[without].get(task, {}), per[with_token].get(task, {})
             seeds = sorted(set(a) & set(b))
             p[task] = (
-                finite_or_none(float(ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])[1]))
+                finite_or_none(
+                    paired_ttest([a[s] for s in seeds], [b[s] for s in seeds], "seeds").pvalue
+                )
                 if len(seeds) >= MIN_SEEDS_FOR_SEED_TEST
                 else None
             )
@@ -261,7 +258,9 @@ def render_page(
             defaults_section(rows, evidence["settings"]["rq-vae-defaults"], ablation_rows),
             regime_section(rows, paper_rows, id_rows, evidence.get("token_effect", {})),
             gaps_section(evidence["search_gaps"], {**rows, **paper_rows}),
-            search_vs_rec_section(rows, query_sets_table(_tuple_rows(evidence), K)),
+            search_vs_rec_section(
+                rows, query_sets_table(query_sets_from_json(evidence.get("query_sets", [])), K)
+            ),
             "## 5. Verdict",
             "\n".join(
                 verdict(settings, ablation_rows, scope_sentence(setting, n_items, seeds_of(rows)))
@@ -314,7 +313,6 @@ def intro(
     grid_minutes: float,
     results_link: str = "results/rq-vae-study-cpu",
     command: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
-    page: Path = Path("docs/rq-vae-study.md"),
     reproduce: str = "semid report RESULTS --evidence docs/rq-vae-study.md",
 ) -> str:
     cells = [g for g in rows if not g.startswith("_")]
@@ -427,15 +425,6 @@ def vae_text(vae: VAEConfig) -> str:
         f"EMA codebooks, decay {vae.decay:g}, commitment weight {vae.commitment_weight:g}, "
         f"{init} init, {dead}, {'the' if vae.rotation_trick else 'no'} rotation trick"
     )
-
-
-def _tuple_rows(evidence: dict[str, Any]) -> list[dict[str, Any]]:
-    """The query-set rows of ``evidence`` with their (mean, std) pairs back as tuples."""
-    return [
-        {k: tuple(math.nan if x is None else x for x in v) if isinstance(v, list) else v
-         for k, v in row.items()}
-        for row in evidence.get("query_sets", [])
-    ]  # fmt: skip
 
 
 def regime_section(

@@ -5,19 +5,19 @@ catalogue size, read from a *published* scale study (``study.json`` of
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from semid.errors import ConfigError
 from semid.io import read_json
+from semid.reports.evidence.collect import ALPHA
+from semid.reports.evidence.tables import fmt
 from semid.reports.tables import md_table
 
 ML25M_ITEMS = 62_423
 # the paper's own numbers at the full catalogue (search Recall@30, its generator)
 PAPER_SEARCH = {"rq-kmeans": 0.046, "rq-vae": 0.002}
-ALPHA = 0.05
 
 
 def read_scale(path: Path | None) -> dict[str, Any] | None:
@@ -50,14 +50,6 @@ def read_scale(path: Path | None) -> dict[str, Any] | None:
             if r.get("task") == "search"
         },
     }
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{value:.{digits}f}")
-    )
 
 
 def _gap(point: dict[str, Any] | None) -> str:
@@ -104,17 +96,17 @@ def scale_tables(points: list[dict[str, Any]], k: int) -> tuple[str, str]:
         refs = row[0]["references"] if row else {}
         body.append(
             [f"{n:,}"]
-            + [_num((by.get((s, n)) or {}).get("recall", [None])[0]) for s in names]
+            + [fmt((by.get((s, n)) or {}).get("recall", [None])[0]) for s in names]
             + [_gap(by.get((s, n))) for s in others]
-            + [_num(refs.get("dense", {}).get("search")), _num(refs.get("bm25", {}).get("search"))]
+            + [fmt(refs.get("dense", {}).get("search")), fmt(refs.get("bm25", {}).get("search"))]
         )
         queries = row[0].get("queries", {}) if row else {}
         sets_body.append(
             [f"{n:,}", str(queries.get("search_real", "—"))]
-            + [_num((by.get((s, n)) or {}).get("sets", {}).get("search_title")) for s in names]
-            + [_num(refs.get("dense", {}).get("search_title"))]
-            + [_num((by.get((s, n)) or {}).get("sets", {}).get("search_real")) for s in names]
-            + [_num(refs.get("dense", {}).get("search_real"))]
+            + [fmt((by.get((s, n)) or {}).get("sets", {}).get("search_title")) for s in names]
+            + [fmt(refs.get("dense", {}).get("search_title"))]
+            + [fmt((by.get((s, n)) or {}).get("sets", {}).get("search_real")) for s in names]
+            + [fmt(refs.get("dense", {}).get("search_real"))]
         )
     sets_header = (
         ["catalogue items", "real requests in it"]
@@ -140,7 +132,7 @@ def collisions_table(points: list[dict[str, Any]], collisions: dict[str, dict]) 
         for key, digits in (("reachable_share", 3), ("items_per_code", 1), ("recall_unique", 3)):
             for s in names:
                 group = (by.get((s, n)) or {}).get("group", "")
-                row.append(_num(collisions.get(group, {}).get(key), digits))
+                row.append(fmt(collisions.get(group, {}).get(key), digits))
         body.append(row)
     header = ["catalogue items"] + [
         f"{label}: {s}" for label in ("decodable", "items per code", "R unique-code") for s in names
