@@ -54,6 +54,12 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         "text-t5 + a linear path from the text vector to the logits (PCA-initialised)",
     ),
     "new-default": ([], "the default preset: text-t5, indexing inputs 3x per epoch"),
+    "neighbourhood": (
+        ["train.neighbourhood_copies=3", "train.neighbourhood_cos=0.5"],
+        "new default + 3 noisy copies per epoch of each item-text indexing input (fresh "
+        "Gaussian noise every step, mean cosine 0.5 to the clean vector): trains the decoder "
+        "on the neighbourhood of each item, as dense retrieval scores it",
+    ),
     "no-centroid-init": (["model.id_init=random"], "new default with random ID-token rows"),
     "no-level-softmax": (["train.level_softmax=false"], "new default, full-vocabulary softmax"),
     "one-slot": (["model.text_slots=1"], "new default, the text vector fills one position"),

@@ -296,6 +296,39 @@ def test_text_noise_keeps_unit_norm_and_is_seeded():
     assert 0.83 < cos < 0.89  # 1 / sqrt(1 + 384 * 0.03**2) = 0.86
 
 
+@pytest.mark.parametrize("cos", [0.35, 0.5, 0.8])
+def test_neighbourhood_noise_lands_at_the_requested_cosine(cos):
+    from semid.generative.train import noise_std_for_cos, noisy
+
+    v = torch.nn.functional.normalize(torch.randn(2000, 384), dim=-1)
+    std = noise_std_for_cos(cos, 384)
+    moved = noisy(v, std, torch.Generator().manual_seed(0))
+    assert (moved * v).sum(-1).mean().item() == pytest.approx(cos, abs=0.01)
+
+
+def test_per_row_noise_leaves_rows_without_noise_unchanged():
+    from semid.generative.examples import Examples
+    from semid.generative.train import collate, noisy
+
+    v = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    std = torch.tensor([0.0, 0.3, 0.0, 0.3, 0.0, 0.0])
+    moved = noisy(v, std, torch.Generator().manual_seed(0))
+    assert torch.allclose(moved[std == 0], v[std == 0], atol=1e-6)
+    assert ((moved[std > 0] * v[std > 0]).sum(-1) < 0.99).all()
+    # collate hands each text row of a batch its own std, in batch order
+    examples = Examples(
+        inputs=np.ones((4, 3), np.int32),
+        lengths=np.full(4, 3, np.int32),
+        targets=np.zeros((4, 2), np.int64),
+        task=np.zeros(4, np.int8),
+        text_vectors=v.numpy()[:4],
+        text_index=np.array([0, 1, -1, 3], np.int32),
+    ).with_noise(slice(3, 4), 0.25)
+    *_, extra = collate(examples, np.array([3, 2, 0]), 0, torch.device("cpu"))
+    assert extra["text_rows"].tolist() == [0, 2]
+    assert extra["noise_std"].tolist() == [0.25, 0.0]
+
+
 def test_text_skip_prior_starts_as_nearest_centroid():
     from semid.generative.textmodel import init_text_skip, pca_axes
 

@@ -89,6 +89,23 @@ class TrainConfig(BaseModel):
         "training step, renormalised (0.03 keeps cos ~0.86 to the clean vector): teaches the "
         "decoder the neighbourhood of each training text, not only the point.",
     )
+    neighbourhood_copies: int = Field(
+        0,
+        ge=0,
+        description="text-t5: extra copies per epoch of each item's metadata-text indexing "
+        "input whose sentence vector gets fresh Gaussian noise at every step "
+        "(neighbourhood_cos). The decoder learns which item a vector *near* an item text "
+        "belongs to; under isotropic noise the best such classifier ranks items by the dot "
+        "product of the vector with their texts' vectors (dense retrieval), which is what "
+        "inputs unlike any training query (long real requests) need.",
+    )
+    neighbourhood_cos: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Mean cosine between a neighbourhood copy and its clean vector (noise "
+        "std per entry sqrt((1/cos^2 - 1) / dim)).",
+    )
     indexing_repeats: int = Field(
         1,
         ge=1,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +22,15 @@ class Examples:
     text_index: np.ndarray | None = None  # int32 (n,): row of text_vectors, -1 for none
     item_tokens: np.ndarray | None = None  # int64 (n_rec, max_items, n_cols): pooled histories
     item_index: np.ndarray | None = None  # int32 (n,): row of item_tokens, -1 for none
+    noise_std: np.ndarray | None = None  # float32 (n,): per-step noise on the text vector
+
+    def with_noise(self, rows: slice, std: float) -> Examples:
+        """These examples with Gaussian noise of ``std`` per entry on the text vectors of
+        ``rows`` at every training step (see ``generative.train.noisy``)."""
+        noise = np.zeros(len(self), np.float32) if self.noise_std is None else self.noise_std
+        noise = noise.copy()
+        noise[rows] = std
+        return replace(self, noise_std=noise)
 
     def __len__(self) -> int:
         return len(self.lengths)

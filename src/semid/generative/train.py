@@ -62,6 +62,9 @@ def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.devi
         vectors = torch.from_numpy(examples.text_vectors[examples.text_index[idx[rows]]])
         extra["text_vectors"] = vectors.to(device)
         extra["text_rows"] = torch.from_numpy(rows).to(device)
+        if examples.noise_std is not None:
+            std = examples.noise_std[idx[rows]]
+            extra["noise_std"] = torch.from_numpy(std).to(device)
     if examples.item_index is not None and extra is not None:
         assert examples.item_tokens is not None  # built with the item index
         rows = np.flatnonzero(examples.item_index[idx] >= 0)
@@ -71,10 +74,19 @@ def collate(examples: Examples, idx: np.ndarray, pad_id: int, device: torch.devi
     return input_ids.to(device), mask.to(device), labels.to(device), extra
 
 
-def noisy(vectors: torch.Tensor, std: float, rng: torch.Generator) -> torch.Tensor:
-    """Unit vectors plus isotropic Gaussian noise of ``std`` per entry, renormalised."""
+def noisy(vectors: torch.Tensor, std: float | torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Unit vectors plus isotropic Gaussian noise of ``std`` per entry (a float, or one per
+    row), renormalised; rows whose std is 0 come back unchanged."""
+    if isinstance(std, torch.Tensor):
+        std = std.to(vectors.dtype)[:, None]
     noise = torch.randn(vectors.shape, generator=rng, device=vectors.device) * std
     return torch.nn.functional.normalize(vectors + noise, dim=-1)
+
+
+def noise_std_for_cos(cos: float, dim: int) -> float:
+    """Per-entry std of isotropic noise that leaves a unit ``dim``-vector at mean cosine
+    ``cos`` from where it was: |noise|^2 ~ dim std^2, cos ~ 1 / sqrt(1 + dim std^2)."""
+    return math.sqrt((1.0 / cos**2 - 1.0) / dim)
 
 
 def level_masks(vocab_size: int, spaces: list[tuple[list[int], list[int]]]) -> torch.Tensor:
@@ -427,8 +439,11 @@ def _micro_step(
     """Forward/backward one micro-batch; the optimizer steps when accelerate says so."""
     with accelerator.accumulate(objective):
         input_ids, mask, labels, extra = collate(examples, part, pad_id, device)
-        if cfg.text_noise and extra and "text_vectors" in extra:
-            extra["text_vectors"] = noisy(extra["text_vectors"], cfg.text_noise, noise_rng)
+        std = extra.pop("noise_std", None) if extra else None
+        if extra and "text_vectors" in extra and (cfg.text_noise or std is not None):
+            if cfg.text_noise:
+                std = cfg.text_noise if std is None else torch.clamp(std, min=cfg.text_noise)
+            extra["text_vectors"] = noisy(extra["text_vectors"], std, noise_rng)
         task = torch.from_numpy(examples.task[part].astype(np.int64)).to(device)
         loss = objective(input_ids, mask, labels, extra, task)
         if weight != 1.0:  # this piece's share of the global batch (DDP averages pieces)

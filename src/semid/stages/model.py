@@ -33,7 +33,7 @@ from semid.generative.model import (
     pretrained_tokenizer,
 )
 from semid.generative.retriever import GenerativeRetriever
-from semid.generative.train import level_masks, train_generator
+from semid.generative.train import level_masks, noise_std_for_cos, train_generator
 from semid.generative.vocab import SemanticVocab, train_text_tokenizer
 from semid.io import write_json, write_npy, write_parquet
 from semid.quantizers import load_ids
@@ -159,9 +159,14 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
 
 def _not_in_model_key(cfg: RunConfig) -> set[str]:
     """Train options that do not change the trained model (checkpointing, threads, device);
-    gradient accumulation only when off, so the keys of existing caches stay valid."""
+    gradient accumulation and neighbourhood copies only when off, so the keys of existing
+    caches stay valid."""
     out = {"seed", "num_threads", "device", "checkpoint_steps", "checkpoint_minutes"}
-    return out | ({"grad_accum_steps"} if cfg.train.grad_accum_steps == 1 else set())
+    if cfg.train.grad_accum_steps == 1:
+        out.add("grad_accum_steps")
+    if cfg.train.neighbourhood_copies == 0:
+        out |= {"neighbourhood_copies", "neighbourhood_cos"}
+    return out
 
 
 @dataclass
@@ -248,8 +253,22 @@ def training_examples(
     # a search-only run (tasks=[search]) has no sequences: no rec examples
     sequences = inputs.splits.sequences["train"].to_list() if has_rec(cfg) else []
     histories, rec_targets = rec_windows(sequences, cfg.train.rec_windows_per_user)
+    n_clean = len(texts)
+    copies = cfg.train.neighbourhood_copies if vectors is not None else 0
+    if copies and cfg.train.indexing_examples and "text" in cfg.train.indexing_variants:
+        # the item-text inputs are the first block of indexing inputs (training_texts)
+        first = n_queries + cfg.train.indexing_variants.index("text") * inputs.items.height
+        block = slice(first, first + inputs.items.height)
+        texts = texts + texts[block] * copies
+        targets = targets + targets[block] * copies
+        vectors = np.concatenate([vectors] + [vectors[block]] * copies)
     examples = build_examples(encoder, texts, targets, histories, rec_targets, vectors)
-    counts = {"search": n_queries, "indexing": len(texts) - n_queries, "rec": len(rec_targets)}
+    counts = {"search": n_queries, "indexing": n_clean - n_queries, "rec": len(rec_targets)}
+    if len(texts) > n_clean:
+        assert vectors is not None
+        std = noise_std_for_cos(cfg.train.neighbourhood_cos, vectors.shape[1])
+        examples = examples.with_noise(slice(n_clean, len(texts)), std)
+        counts["neighbourhood"] = len(texts) - n_clean
     return examples, counts, vectors
 
 
