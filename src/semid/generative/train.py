@@ -439,10 +439,11 @@ def _micro_step(
     """Forward/backward one micro-batch; the optimizer steps when accelerate says so."""
     with accelerator.accumulate(objective):
         input_ids, mask, labels, extra = collate(examples, part, pad_id, device)
-        std = extra.pop("noise_std", None) if extra else None
-        if extra and "text_vectors" in extra and (cfg.text_noise or std is not None):
-            if cfg.text_noise:
-                std = cfg.text_noise if std is None else torch.clamp(std, min=cfg.text_noise)
+        row_std = extra.pop("noise_std", None) if extra else None
+        if extra and "text_vectors" in extra and (cfg.text_noise or row_std is not None):
+            std: float | torch.Tensor = cfg.text_noise
+            if row_std is not None:  # neighbourhood copies: at least text_noise on every row
+                std = torch.clamp(row_std, min=cfg.text_noise)
             extra["text_vectors"] = noisy(extra["text_vectors"], std, noise_rng)
         task = torch.from_numpy(examples.task[part].astype(np.int64)).to(device)
         loss = objective(input_ids, mask, labels, extra, task)

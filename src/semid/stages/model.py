@@ -254,8 +254,13 @@ def training_examples(
     sequences = inputs.splits.sequences["train"].to_list() if has_rec(cfg) else []
     histories, rec_targets = rec_windows(sequences, cfg.train.rec_windows_per_user)
     n_clean = len(texts)
-    copies = cfg.train.neighbourhood_copies if vectors is not None else 0
-    if copies and cfg.train.indexing_examples and "text" in cfg.train.indexing_variants:
+    copies = cfg.train.neighbourhood_copies
+    if (
+        copies
+        and vectors is not None
+        and cfg.train.indexing_examples
+        and "text" in cfg.train.indexing_variants
+    ):
         # the item-text inputs are the first block of indexing inputs (training_texts)
         first = n_queries + cfg.train.indexing_variants.index("text") * inputs.items.height
         block = slice(first, first + inputs.items.height)
