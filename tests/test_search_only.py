@@ -272,9 +272,10 @@ def test_movies_only_folder_needs_a_search_only_run(tmp_path):
 BEFORE = {
     "default": (
         {"data": "086f4c9c5285", "splits": "3194f769ca9b", "embeddings": "10470a522c0b",
-         "ids": "cc48a0bbb47d", "text_vectors": "ffd692e256b0", "model": "e0b1d8ade22e"},
-        "content-rq-kmeans-3x256-s0-def81c",
-        "24433b7abc88",
+         "ids": "cc48a0bbb47d", "text_vectors": "ffd692e256b0", "model": "cf93e58843fa"},
+        # model key, name and marker changed on purpose: the default trains 5 epochs, not 3
+        "content-rq-kmeans-3x256-s0-963dea",
+        "6e38ffb7ec61",
     ),
     "smoke": (
         {"data": "6aeae48af25d", "splits": "6f1b36e7d1ea", "embeddings": "63bb6206037e",

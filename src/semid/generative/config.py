@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from semid.data.config import omit_new_defaults
 
 
 class ModelConfig(BaseModel):
@@ -149,3 +153,12 @@ class TrainConfig(BaseModel):
         description="Save a resumable checkpoint at the first step after this many minutes "
         "since the last one (None: only checkpoint_steps).",
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """Without the neighbourhood fields while they are off: configs that do not use them
+        dump, hash and key as before they existed."""
+        dumped = omit_new_defaults(self, handler(self), ("neighbourhood_copies",))
+        if self.neighbourhood_copies == 0 and isinstance(dumped, dict):
+            dumped.pop("neighbourhood_cos", None)  # no copies: their cosine changes nothing
+        return dumped
