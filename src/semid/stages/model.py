@@ -159,14 +159,10 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
 
 def _not_in_model_key(cfg: RunConfig) -> set[str]:
     """Train options that do not change the trained model (checkpointing, threads, device);
-    gradient accumulation and neighbourhood copies only when off, so the keys of existing
-    caches stay valid."""
+    gradient accumulation only when off, so the keys of existing caches stay valid (the
+    neighbourhood fields leave the dump by themselves while off: TrainConfig's serializer)."""
     out = {"seed", "num_threads", "device", "checkpoint_steps", "checkpoint_minutes"}
-    if cfg.train.grad_accum_steps == 1:
-        out.add("grad_accum_steps")
-    if cfg.train.neighbourhood_copies == 0:
-        out |= {"neighbourhood_copies", "neighbourhood_cos"}
-    return out
+    return out | ({"grad_accum_steps"} if cfg.train.grad_accum_steps == 1 else set())
 
 
 @dataclass
