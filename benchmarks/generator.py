@@ -30,10 +30,15 @@ from semid.reports.strata import shared_code_items
 
 OUT = Path(__file__).resolve().parent / "results" / "generator.json"
 
+# Rows measured before model.text_precision existed embedded the generator's texts in fp32:
+# they pin it, so that re-running one reproduces its row.
+FP32 = "model.text_precision=fp32"
+
 # name -> (overrides of the default preset, what the recipe tests)
 RECIPES: dict[str, tuple[list[str], str]] = {
     "old-default": (
         [
+            FP32,
             "model.backbone=t5-scratch",
             "model.id_init=random",
             "train.level_softmax=false",
@@ -45,37 +50,48 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         "softmax, random ID rows, item text as the only indexing input, dropout 0.1",
     ),
     "text-t5": (
-        ["train.epochs=3", "train.indexing_repeats=1"],
+        [FP32, "train.epochs=3", "train.indexing_repeats=1"],
         "text-t5 with each indexing input once per epoch (the default before indexing-x3 won "
         "on validation)",
     ),
     "text-skip": (
-        ["train.epochs=3", "train.indexing_repeats=1", "model.text_skip=true"],
+        [FP32, "train.epochs=3", "train.indexing_repeats=1", "model.text_skip=true"],
         "text-t5 + a linear path from the text vector to the logits (PCA-initialised)",
     ),
     "new-default": (
-        ["train.epochs=3"],
+        [FP32, "train.epochs=3"],
         "text-t5, indexing inputs 3x per epoch, 3 epochs (the default before epochs-5)",
     ),
     "neighbourhood": (
-        ["train.epochs=3", "train.neighbourhood_copies=3", "train.neighbourhood_cos=0.5"],
+        [FP32, "train.epochs=3", "train.neighbourhood_copies=3", "train.neighbourhood_cos=0.5"],
         "new default + 3 noisy copies per epoch of each item-text indexing input (fresh "
         "Gaussian noise every step, mean cosine 0.5 to the clean vector): trains the decoder "
         "on the neighbourhood of each item, as dense retrieval scores it",
     ),
-    "epochs-5": ([], "the default preset since this row won on validation: 5 epochs"),
+    "epochs-5": (
+        [FP32],
+        "5 epochs (won on validation; the default preset until bf16-text: fp32 text vectors)",
+    ),
     "neighbourhood-5": (
-        ["train.neighbourhood_copies=3", "train.neighbourhood_cos=0.5"],
+        [FP32, "train.neighbourhood_copies=3", "train.neighbourhood_cos=0.5"],
         "neighbourhood copies (as row neighbourhood) on the 5-epoch default",
     ),
-    "no-centroid-init": (["model.id_init=random"], "new default with random ID-token rows"),
-    "no-level-softmax": (["train.level_softmax=false"], "new default, full-vocabulary softmax"),
-    "one-slot": (["model.text_slots=1"], "new default, the text vector fills one position"),
+    "text-skip-5": (
+        [FP32, "model.text_skip=true"],
+        "the 5-epoch default + the linear path from the text vector to the logits",
+    ),
+    "no-centroid-init": ([FP32, "model.id_init=random"], "new default with random ID-token rows"),
+    "no-level-softmax": (
+        [FP32, "train.level_softmax=false"],
+        "new default, full-vocabulary softmax",
+    ),
+    "one-slot": ([FP32, "model.text_slots=1"], "new default, the text vector fills one position"),
     # The study grid's cpu cell (grids/rq-vae-study.yaml, rq-kmeans__s0): 2 x 256 IDs as in the
     # paper, 2 epochs, indexing inputs twice per epoch. Measure it with
     # --existing cpu-cell=RESULTS/rq-kmeans__s0 (the grid trained it).
     "cpu-cell": (
         [
+            FP32,
             "embedding.space=content",
             "quantizer.name=rq-kmeans",
             "quantizer.levels=2",
@@ -90,6 +106,11 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         ],
         "the study grid's cpu cell: rq-kmeans 2x256 + disambiguation, 2 epochs, indexing 2x "
         "(no R@1: the grid scores K = 10, 30)",
+    ),
+    "bf16-text": (
+        [],
+        "the default preset: epochs-5 with the generator's texts embedded under bf16 autocast "
+        "(model.text_precision=auto; benchmarks/text_precision.py)",
     ),
 }
 

@@ -374,3 +374,53 @@ def test_a_copied_run_finds_its_text_encoder_by_name():
     assert text_encoder_location(moved) == resolve_encoder("minilm")
     unnamed = SimpleNamespace(config=SimpleNamespace(text_encoder_path="/nowhere/tuned"))
     assert text_encoder_location(unnamed) == "/nowhere/tuned"  # fails loudly when loaded
+
+
+def test_text_precision_resolves_auto_by_the_cpu(monkeypatch):
+    import semid.generative.model as model_module
+    from semid.generative.textmodel import text_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert (text_precision("fp32"), text_precision("bf16")) == ("fp32", "bf16")
+    monkeypatch.setattr(model_module, "_cpu_has_fast_bf16", lambda: False)
+    assert text_precision("auto") == "fp32"  # emulated bf16 would be slower, not faster
+    monkeypatch.setattr(model_module, "_cpu_has_fast_bf16", lambda: True)
+    assert text_precision("auto") == "bf16"
+    with pytest.raises(ValueError, match="text precision 'fp16': expected auto, fp32 or bf16"):
+        text_precision("fp16")
+
+
+def test_bf16_text_vectors_round_but_keep_their_direction():
+    from semid.embeddings.encoders import resolve_encoder
+    from semid.generative.textmodel import FrozenTextEncoder
+
+    texts = ["a heartwarming animated movie about toys", "Heat (1995)", "space war drama"]
+    fp32 = FrozenTextEncoder(resolve_encoder("minilm"), precision="fp32")
+    exact = fp32.encode(texts)
+    fp32.precision = "bf16"  # the same weights, under bf16 autocast
+    rounded = fp32.encode(texts)
+    assert not np.array_equal(exact, rounded)  # autocast did run in bf16
+    assert np.allclose(np.linalg.norm(rounded, axis=1), 1.0, atol=1e-5)
+    assert (exact * rounded).sum(1).min() > 0.999
+
+
+def test_retriever_embeds_queries_at_the_precision_of_training(monkeypatch):
+    import semid.generative.retriever as retriever_module
+
+    made = []
+
+    class Recorder:
+        dim = 8
+
+        def __init__(self, path, batch_size=256, precision="fp32"):
+            made.append(precision)
+
+    monkeypatch.setattr(retriever_module, "FrozenTextEncoder", Recorder)
+    cards = [4, 4, 1]
+    vocab = vocab_for(cards)
+    model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", 8)
+    codes = {"item": codes_for(10, cards)}
+    GenerativeRetriever(model, vocab, codes, 16, 3)  # trained before the knob: fp32
+    model.config.text_precision = "bf16"
+    GenerativeRetriever(model, vocab, codes, 16, 3)
+    assert made == ["fp32", "bf16"]

@@ -271,11 +271,14 @@ def test_movies_only_folder_needs_a_search_only_run(tmp_path):
 # change that is meant to invalidate every cache (a version bump).
 BEFORE = {
     "default": (
+        # on a CPU with bf16 (text_precision auto -> bf16: the vectors' key, hence the model's,
+        # changed on purpose); with fp32 text vectors both keep their earlier keys (below)
         {"data": "086f4c9c5285", "splits": "3194f769ca9b", "embeddings": "10470a522c0b",
-         "ids": "cc48a0bbb47d", "text_vectors": "ffd692e256b0", "model": "cf93e58843fa"},
-        # model key, name and marker changed on purpose: the default trains 5 epochs, not 3
-        "content-rq-kmeans-3x256-s0-963dea",
-        "6e38ffb7ec61",
+         "ids": "cc48a0bbb47d", "text_vectors": "4b2e7cf6de4a", "model": "67a066310593"},
+        # model key, name and marker changed on purpose: the default trains 5 epochs, not 3,
+        # and sets model.text_precision=auto
+        "content-rq-kmeans-3x256-s0-4bb23f",
+        "52537bd02be4",
     ),
     "smoke": (
         {"data": "6aeae48af25d", "splits": "6f1b36e7d1ea", "embeddings": "63bb6206037e",
@@ -286,8 +289,28 @@ BEFORE = {
 }  # fmt: skip
 
 
+# The default's keys where text vectors resolve to fp32 (a CPU without bf16): those of 5d7c009.
+FP32_DEFAULT = {"text_vectors": "ffd692e256b0", "model": "cf93e58843fa"}
+
+
+def _resolve_text_precision_as(monkeypatch, resolved: str) -> None:
+    """Make ``auto`` resolve to ``resolved`` whatever this machine's CPU supports."""
+    import semid.stages.model as model_stage
+
+    monkeypatch.setattr(
+        model_stage, "text_precision", lambda p: resolved if p in ("auto", "bf16") else "fp32"
+    )
+
+
+def test_default_keys_with_fp32_text_vectors_are_the_earlier_ones(monkeypatch):
+    _resolve_text_precision_as(monkeypatch, "fp32")
+    found = pipeline_stage_keys(load_config("default", None, []))
+    assert {stage: found[stage] for stage in FP32_DEFAULT} == FP32_DEFAULT
+
+
 @pytest.mark.parametrize("preset", ["default", "smoke"])
-def test_default_configs_keep_their_stage_keys(preset):
+def test_default_configs_keep_their_stage_keys(preset, monkeypatch):
+    _resolve_text_precision_as(monkeypatch, "bf16")
     keys, name, marker = BEFORE[preset]
     for extra in ([], ["tasks=[search, rec]", "data.sample_seed=5"]):  # explicit defaults
         cfg = load_config(preset, None, extra)

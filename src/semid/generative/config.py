@@ -61,9 +61,24 @@ class ModelConfig(BaseModel):
         8000, ge=500, description="Word-piece vocabulary trained on item texts and train queries."
     )
     max_query_tokens: int = Field(32, ge=4, description="Truncation of search inputs.")
+    text_precision: str = Field(
+        "fp32",
+        pattern="^(auto|fp32|bf16)$",
+        description="text-t5: precision of the frozen sentence encoder when it embeds texts "
+        "(the training texts' vectors and, at decoding, each query): bf16 autocast keeps "
+        "LayerNorm and softmax in fp32; auto = bf16 on CUDA with bf16 and on CPUs with "
+        "AVX512-BF16/AMX, else fp32 (measured: benchmarks/text_precision.py). The run records "
+        "the precision it resolved to.",
+    )
     max_history_items: int = Field(
         20, ge=1, description="Items of the history fed to the model (most recent last)."
     )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """Without ``text_precision`` while fp32: configs that do not set it dump, hash and
+        key as before it existed."""
+        return omit_new_defaults(self, handler(self), ("text_precision",))
 
 
 class TrainConfig(BaseModel):

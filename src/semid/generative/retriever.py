@@ -81,7 +81,11 @@ class GenerativeRetriever:
         self.text_encoder = text_encoder
         slots = int(getattr(model.config, "text_slots", 0) or 0)
         if slots and text_encoder is None:
-            text_encoder = self.text_encoder = FrozenTextEncoder(text_encoder_location(model))
+            # queries are embedded at the precision the training texts were
+            precision = str(getattr(model.config, "text_precision", "fp32"))
+            text_encoder = self.text_encoder = FrozenTextEncoder(
+                text_encoder_location(model), precision=precision
+            )
         self.inputs = InputEncoder(
             vocab,
             id_codes,

@@ -106,15 +106,16 @@ def build_text_t5(
 class FrozenTextEncoder:
     """A sentence-transformers model used frozen, with an in-memory cache of its vectors."""
 
-    def __init__(self, path: str | Path, batch_size: int = 256) -> None:
+    def __init__(self, path: str | Path, batch_size: int = 256, precision: str = "fp32") -> None:
         from semid.embeddings.encoders import load_sentence_encoder
 
         self.path = str(path)
-        self.model = load_sentence_encoder(
-            self.path, "cpu" if not torch.cuda.is_available() else "cuda"
-        )
+        self.device = "cpu" if not torch.cuda.is_available() else "cuda"
+        self.model = load_sentence_encoder(self.path, self.device)
         self.model.eval()
         self.batch_size = batch_size
+        #: "fp32" or "bf16" (resolved from "auto" for this machine by :func:`text_precision`)
+        self.precision = text_precision(precision)
 
     @property
     def dim(self) -> int:
@@ -143,10 +144,25 @@ class FrozenTextEncoder:
         unique, inverse = np.unique(np.asarray(list(texts), dtype=object), return_inverse=True)
         known = known or {}
         todo = [t for t in unique.tolist() if t not in known]
-        fresh = encode_texts(self.model, todo, self.batch_size, normalize=True, progress=progress)
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            fresh = encode_texts(
+                self.model, todo, self.batch_size, normalize=True, progress=progress
+            )
         found = dict(zip(todo, fresh, strict=True))
         vectors = np.stack([known[t] if t in known else found[t] for t in unique.tolist()])
         return vectors.astype(np.float32)[inverse.reshape(-1)]
+
+
+def text_precision(precision: str) -> str:
+    """``precision`` ("auto", "fp32", "bf16") resolved for this machine: "auto" is "bf16" on
+    CUDA with bf16 and on CPUs with AVX512-BF16/AMX (where bf16 autocast is fast), else
+    "fp32"."""
+    from semid.generative.model import autocast_dtype
+
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"text precision {precision!r}: expected auto, fp32 or bf16")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if autocast_dtype(precision, device) is not None else "fp32"
 
 
 def pca_axes(embeddings: np.ndarray, dim: int, seed: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from semid.generative.model import (
     pretrained_tokenizer,
 )
 from semid.generative.retriever import GenerativeRetriever
+from semid.generative.textmodel import text_precision
 from semid.generative.train import level_masks, noise_std_for_cos, train_generator
 from semid.generative.vocab import SemanticVocab, train_text_tokenizer
 from semid.io import write_json, write_npy, write_parquet
@@ -131,6 +132,9 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
             mode="json", include={"indexing_examples", "indexing_variants"}
         ),
     }
+    precision = text_precision(cfg.model.text_precision)
+    if precision != "fp32":  # fp32 vectors keep the key they had before the knob existed
+        material["precision"] = precision
 
     def build(out: Path) -> dict:
         from semid.generative.textmodel import FrozenTextEncoder
@@ -145,13 +149,15 @@ def stage_text_vectors(state: PipelineState, force: bool = False) -> StageResult
         if cfg.embedding.space == "content" and path == artifact.encoder_path and normalized:
             # the content space is this encoder's unit vectors of the item texts: reuse them
             known = dict(zip(items["text"].to_list(), artifact.spaces["item"], strict=True))
-        vectors = FrozenTextEncoder(path).encode(texts, progress=True, known=known)
+        encoder = FrozenTextEncoder(path, precision=precision)
+        vectors = encoder.encode(texts, progress=True, known=known)
         write_npy(out / "vectors.npy", vectors.astype(np.float16))  # half the disk, ~1e-3 error
         return {
             "texts": len(texts),
             "reused_item_vectors": len(known),
             "dim": int(vectors.shape[1]),
             "encoder": path,
+            "precision": precision,
         }
 
     return state.run.stage("text_vectors", material, build, force)
@@ -200,7 +206,9 @@ def read_generator_inputs(state: PipelineState, text_stage: StageResult | None) 
         from semid.generative.textmodel import FrozenTextEncoder
 
         inputs.encoder_path = text_encoder_path(state.cfg, artifact)
-        inputs.text = FrozenTextEncoder(inputs.encoder_path)
+        inputs.text = FrozenTextEncoder(
+            inputs.encoder_path, precision=text_precision(state.cfg.model.text_precision)
+        )
         inputs.vectors = np.load(text_stage.path / "vectors.npy").astype(np.float32)
     return inputs
 
@@ -335,6 +343,7 @@ def init_generator(
         )
     if text is not None:  # lets a copied run find the encoder where paths differ
         model.config.text_encoder_name = text_encoder_name(cfg)
+        model.config.text_precision = text.precision
     return model, skip_scale, masks
 
 
@@ -373,7 +382,8 @@ def stage_model(state: PipelineState, force: bool = False) -> StageResult:
         "splits": state.stages["splits"].key,
         "ids": state.stages["ids"].key,
         "text_vectors": text_stage.key if text_stage else None,
-        "model": cfg.model.model_dump(mode="json"),
+        # the text precision enters as resolved on this machine, through the vectors' key
+        "model": cfg.model.model_dump(mode="json", exclude={"text_precision"}),
         "train": cfg.train.model_dump(mode="json", exclude=_not_in_model_key(cfg)),
         "seed": generator_seed(cfg),
     }
