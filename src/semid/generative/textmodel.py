@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
+from semid.generative.model import autocast_dtype
+
 
 class TextConditionedT5(T5ForConditionalGeneration):
     """T5 with a projection from a sentence vector to ``config.text_slots`` encoder inputs."""
@@ -157,8 +159,6 @@ def text_precision(precision: str) -> str:
     """``precision`` ("auto", "fp32", "bf16") resolved for this machine: "auto" is "bf16" on
     CUDA with bf16 and on CPUs with AVX512-BF16/AMX (where bf16 autocast is fast), else
     "fp32"."""
-    from semid.generative.model import autocast_dtype
-
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"text precision {precision!r}: expected auto, fp32 or bf16")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
