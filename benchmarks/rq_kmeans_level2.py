@@ -22,15 +22,10 @@ import polars as pl
 from semid.embeddings import load_embeddings
 from semid.io import write_json
 from semid.pipeline import load_state
+from semid.quantizers.diagnostics import bucket_sizes, level_usage
 from semid.quantizers.rq_kmeans import fit_kmeans, nearest
 
 OUT = Path(__file__).resolve().parent / "results" / "rq_kmeans_level2.json"
-
-
-def perplexity(codes: np.ndarray, k: int) -> float:
-    p = np.bincount(codes, minlength=k) / len(codes)
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def main() -> None:
@@ -50,23 +45,21 @@ def main() -> None:
         a2 = nearest(residual, second)
         counts = np.bincount(a2, minlength=k)
         big = int(counts.argmax())
-        _, inverse, sizes = np.unique(
-            a1.astype(np.int64) * k + a2, return_inverse=True, return_counts=True
-        )
+        sizes = bucket_sizes(np.stack([a1, a2], axis=1))
         rows.append(
             {
                 "seed": seed,
                 "items": len(x),
                 "codes per level": k,
                 "level-1 singletons": int((np.bincount(a1, minlength=k) == 1).sum()),
-                "level-2 perplexity": round(perplexity(a2, k), 1),
+                "level-2 perplexity": round(level_usage(a2[:, None], [k])[0]["perplexity"], 1),
                 "largest level-2 code: share of items": round(counts[big] / len(x), 4),
                 "its centroid norm": round(float(np.linalg.norm(second[big])), 3),
                 "median residual norm": round(
                     float(np.median(np.linalg.norm(residual, axis=1))), 3
                 ),
                 "unique 2-level codes: share of items": round(
-                    float((sizes[inverse.reshape(-1)] == 1).mean()), 4
+                    float((sizes == 1).sum()) / len(x), 4
                 ),
             }
         )

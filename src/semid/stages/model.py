@@ -206,8 +206,9 @@ def read_generator_inputs(state: PipelineState, text_stage: StageResult | None) 
         from semid.generative.textmodel import FrozenTextEncoder
 
         inputs.encoder_path = text_encoder_path(state.cfg, artifact)
+        # resolves the precision as stage_text_vectors did (the same machine)
         inputs.text = FrozenTextEncoder(
-            inputs.encoder_path, precision=text_precision(state.cfg.model.text_precision)
+            inputs.encoder_path, precision=state.cfg.model.text_precision
         )
         inputs.vectors = np.load(text_stage.path / "vectors.npy").astype(np.float32)
     return inputs
