@@ -6,9 +6,11 @@ Defaults fit a 2-core CPU: every space builds on ml-latest-small in a few minute
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+
+from semid.data.config import omit_new_defaults
 
 RecModel = Literal["enmf", "als", "bpr"]
 
@@ -91,9 +93,22 @@ class EmbeddingConfig(BaseModel):
         1.0, ge=0, description="multitask: weight of the item-item loss (the query loss has 1)."
     )
 
+    seed: int | None = Field(
+        None,
+        description="Seed of the embedding training of the trained spaces (search, rec, "
+        "fused-*, multitask; None: the run seed). With `train.seed` and `quantizer.seed` it "
+        "varies every training seed while the splits (run seed) stay fixed.",
+    )
+
     @field_validator("space")
     @classmethod
     def _known_space(cls, value: str) -> str:
         from semid.embeddings.spaces import SPACES
 
         return SPACES.validate(value)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """Without ``seed`` while None: configs that do not set it dump, hash and key as
+        before it existed."""
+        return omit_new_defaults(self, handler(self), ("seed",))

@@ -53,6 +53,11 @@ def generator_seed(cfg: RunConfig) -> int:
     return cfg.seed if cfg.train.seed is None else cfg.train.seed
 
 
+def embedding_seed(cfg: RunConfig) -> int:
+    """The embedding training's seed: ``embedding.seed`` when set, else the run seed."""
+    return cfg.seed if cfg.embedding.seed is None else cfg.embedding.seed
+
+
 def quantizer_seed(cfg: RunConfig) -> int:
     """The quantizer's seed: ``quantizer.seed`` when set, else the run seed."""
     return cfg.seed if cfg.quantizer.seed is None else cfg.quantizer.seed

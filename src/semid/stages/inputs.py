@@ -19,6 +19,7 @@ from semid.stages.common import (
     PipelineState,
     fingerprint,
     has_rec,
+    embedding_seed,
     quantizer_seed,
     tasks_material,
 )
@@ -77,9 +78,9 @@ def stage_splits(state: PipelineState, force: bool = False) -> StageResult:
 def _embedding_material(state: PipelineState, emb: EmbeddingConfig) -> dict:
     return {
         "splits": state.stages["splits"].key,
-        "embedding": emb.model_dump(mode="json"),
+        "embedding": emb.model_dump(mode="json", exclude={"seed"}),
         # content embeddings train nothing: every seed shares them
-        "seed": state.cfg.seed if SPACES.get(emb.space).seeded else None,
+        "seed": embedding_seed(state.cfg) if SPACES.get(emb.space).seeded else None,
     }
 
 
@@ -93,7 +94,7 @@ def _embedding_stage(
     def build(out: Path) -> dict:
         dataset = Dataset.load(state.path("data"))
         splits = Splits.load(state.path("splits"))
-        return build_embeddings(emb, dataset, splits, out, state.cfg.seed, components)
+        return build_embeddings(emb, dataset, splits, out, embedding_seed(state.cfg), components)
 
     return state.run.stage(name, _embedding_material(state, emb), build, force)
 
