@@ -475,14 +475,55 @@ def test_scale_section_hand_made_points(tmp_path):
     published = tmp_path / "docs" / "results" / "scale"
     write_json(published / "study.json", {"grid": "g", "preset": "cpu", "k": 30, "scaling": points})
     text = scale_section(read_scale(published), tmp_path / "docs" / "page.md")
-    assert "| 1,000 | 0.7200 | 0.8200 | +0.1000 [+0.050, +0.150], p=0.001 | 0.9000 | 0.9500 |" in (
-        text
+    assert (
+        "| 1,000 | 1 | 0.7200 | 0.8200 | +0.1000 [+0.050, +0.150], p=0.001 | 0.9000 | 0.9500 |"
+        in text
     )
     assert "| 2,000 | 7 | 0.4500 | 0.4000 | 1.0000 | 0.1000 | 0.1000 | 0.3000 |" in text
-    assert "![search vs catalogue size](results/scale/scaling.png)" in text
+    assert "![search vs catalogue size, preset cpu](results/scale/scaling.png)" in text
     assert "1 training seed per cell" in text
     write_json(published / "study.json", {"grid": "g", "scaling": []})
     with pytest.raises(ConfigError, match="no catalogue-size axis"):
         read_scale(published)
     with pytest.raises(ConfigError, match="no study.json"):
         read_scale(tmp_path / "missing")
+
+
+def test_scale_studies_merge_the_point_with_more_seeds(tmp_path):
+    """Two published scale studies: at a size both hold, the three-seed point replaces the
+    one-seed one; the other sizes stay; the section names both presets, seeds per size, and
+    links both figures; each point keeps its own study's collisions."""
+    from semid.reports.evidence.scale import read_scale, scale_section
+
+    sweep = [
+        _point("rq-kmeans", 1000, 0.72, baseline=True),
+        _point("rq-kmeans", 2000, 0.45, baseline=True),
+        _point("rq-vae-tuned", 1000, 0.82, gap=[0.10, 0.05, 0.15], p=0.001),
+        _point("rq-vae-tuned", 2000, 0.40, gap=[-0.05, -0.12, 0.02], p=0.2),
+    ]
+    seeded = [
+        {**_point("rq-kmeans", 1000, 0.50, baseline=True), "seeds": 3, "gap_test": "seeds"},
+        {**_point("rq-vae-tuned", 1000, 0.86, gap=[0.36, 0.1, 0.6], p=0.3), "seeds": 3,
+         "gap_test": "seeds"},
+    ]  # fmt: skip
+    one, three = tmp_path / "docs" / "results" / "one", tmp_path / "docs" / "results" / "three"
+    collisions = [{"group": "1000__rq-kmeans", "task": "search", "reachable_share": 0.25,
+                   "items_per_code": 4.0, "recall_unique": 0.5}]  # fmt: skip
+    write_json(one / "study.json", {"grid": "g", "preset": "cpu", "k": 30, "scaling": sweep})
+    write_json(
+        three / "study.json",
+        {"grid": "g", "preset": "cpu-seeds", "k": 30, "scaling": seeded, "collisions": collisions},
+    )
+    scale = read_scale([one, three])
+    by = {(p["series"], p["items"]): p for p in scale["points"]}
+    assert [p["recall"][0] for p in scale["points"]] == [0.50, 0.45, 0.86, 0.40]
+    assert by[("rq-kmeans", 1000)]["collisions"]["reachable_share"] == 0.25
+    assert by[("rq-kmeans", 2000)]["collisions"] == {}
+    assert read_scale([three, one])["points"][0]["recall"][0] == 0.50  # more seeds win either way
+    text = scale_section(scale, tmp_path / "docs" / "page.md")
+    assert "presets `cpu`, `cpu-seeds`" in text
+    assert "3 training seeds per cell at 1,000 items; 1 training seed per cell at 2,000" in text
+    assert "| 1,000 | 3 | 0.5000 | 0.8600 | +0.3600 [+0.100, +0.600], p=0.3 |" in text
+    assert "| 2,000 | 1 | 0.4500 | 0.4000 |" in text
+    assert "(results/one/scaling.png)" in text and "(results/three/scaling.png)" in text
+    assert "| 1,000 | 0.250 | — | 4.0 | — | 0.500 | — |" in text

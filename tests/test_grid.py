@@ -458,3 +458,23 @@ def test_training_seeds_leave_the_split_and_its_baselines_shared():
     other = keys("quantizer.seed=1", "train.seed=1")
     same = [s for s in base if base[s] == other[s]]
     assert same == ["data", "splits", "embeddings", "text_vectors", "reference", "baselines"]
+
+
+def test_embedding_seed_varies_trained_spaces_only():
+    """embedding.seed moves a trained space's embedding stage (not the splits); content trains
+    nothing, so its embedding stage stays shared; unset, it is the run seed."""
+    from semid.config import load_config
+    from semid.grid import pipeline_stage_keys
+
+    def keys(*sets):
+        return pipeline_stage_keys(load_config("smoke", overrides=list(sets)))
+
+    content = keys()
+    assert keys("embedding.seed=0") == content  # run seed 0 spelled out
+    assert keys("embedding.seed=1")["embeddings"] == content["embeddings"]
+    search = keys("embedding.space=search")
+    assert keys("embedding.space=search", "embedding.seed=0") == search
+    other = keys("embedding.space=search", "embedding.seed=1")
+    same = [s for s in search if search[s] == other[s]]
+    # the generator reads its texts with the space's tuned encoder: text vectors follow it
+    assert same == ["data", "splits", "baselines"]

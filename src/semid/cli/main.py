@@ -397,10 +397,11 @@ def report(
         typer.Option(help="With --evidence: a paper-table3 grid results folder, if run."),
     ] = None,
     scale: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             help="With --evidence: a published ml-25m-scale study (its --publish folder), "
-            "for the page's catalogue-scale section."
+            "for the page's catalogue-scale section; repeatable (at a size two studies share, "
+            "the one with more training seeds wins)."
         ),
     ] = None,
 ) -> None:

@@ -17,9 +17,9 @@ from semid.quantizers import build_ids
 from semid.runs import StageResult
 from semid.stages.common import (
     PipelineState,
+    embedding_seed,
     fingerprint,
     has_rec,
-    embedding_seed,
     quantizer_seed,
     tasks_material,
 )

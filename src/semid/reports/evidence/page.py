@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,12 @@ def write_evidence_page(
     evidence_path: Path,
     benchmark_dir: Path,
     table3_dir: Path | None = None,
-    scale: Path | None = None,
+    scale: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """Write the page ``out`` and ``evidence_path`` (every number the page uses); return it.
 
-    ``scale``: a published ml-25m-scale study (folder or its ``study.json``), for section 6.
+    ``scale``: published ml-25m-scale studies (folders or their ``study.json``), for section 6
+    (:func:`semid.reports.evidence.scale.read_scale` merges them).
     """
     if not study_dir.is_dir():
         raise ConfigError(f"{study_dir}: no rq-vae-study results folder (run the grid first)")
@@ -128,7 +130,7 @@ def write_evidence_page(
 
 
 def rerender_evidence_page(
-    published: Path, out: Path, benchmark_dir: Path, scale: Path | None = None
+    published: Path, out: Path, benchmark_dir: Path, scale: Sequence[Path] | None = None
 ) -> dict[str, Any]:
     """Rewrite the page ``out`` from a *published* study folder's ``evidence.json`` (committed
     evidence only: no run directory is read), with the scale section from ``scale``.
@@ -156,11 +158,11 @@ def _write(
     evidence_path: Path,
     id_rows: list[dict],
     ablation_rows: list[dict],
-    scale: Path | None,
+    scale: Sequence[Path] | None,
     command: str,
 ) -> dict[str, Any]:
     evidence["scale"] = read_scale(scale)
-    suffix = "" if scale is None else f" --scale {scale.as_posix()}"
+    suffix = "".join(f" --scale {path.as_posix()}" for path in scale or [])
     write_json(evidence_path, evidence)
     link = Path(os.path.relpath(evidence_path.parent, out.parent)).as_posix()
     reproduce = f"semid report RESULTS --publish {evidence_path.parent.as_posix()} --evidence {out}"

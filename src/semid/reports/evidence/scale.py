@@ -6,6 +6,7 @@ catalogue size, read from a *published* scale study (``study.json`` of
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,9 @@ ML25M_ITEMS = 62_423
 PAPER_SEARCH = {"rq-kmeans": 0.046, "rq-vae": 0.002}
 
 
-def read_scale(path: Path | None) -> dict[str, Any] | None:
-    """The ``scaling`` points of a published scale study (a folder with ``study.json``, or the
-    file); None without a path. One clear error when the file is missing or has no size axis."""
-    if path is None:
-        return None
+def _read_study(path: Path) -> dict[str, Any]:
+    """One published scale study: its points, each carrying its source folder and its search
+    targets' collision structure (semid.reports.breakdowns)."""
     file = path / "study.json" if path.is_dir() else path
     if not file.exists():
         raise ConfigError(
@@ -35,20 +34,47 @@ def read_scale(path: Path | None) -> dict[str, Any] | None:
     points = data.get("scaling") or []
     if not points:
         raise ConfigError(f"{file}: no catalogue-size axis in this study ('scaling' is empty)")
+    collisions = {
+        r["group"]: {
+            key: r.get(key) for key in ("reachable_share", "items_per_code", "recall_unique")
+        }
+        for r in data.get("collisions", [])
+        if r.get("task") == "search"
+    }
+    source = file.parent.as_posix()
+    points = [
+        {**p, "source": source, "collisions": collisions.get(p.get("group", ""), {})}
+        for p in points
+    ]
+    return {"source": source, "grid": data.get("grid"), "preset": data.get("preset"),
+            "k": data.get("k"), "points": points}  # fmt: skip
+
+
+def read_scale(paths: Path | Sequence[Path] | None) -> dict[str, Any] | None:
+    """The ``scaling`` points of one or more published scale studies (folders with
+    ``study.json``, or the files); None without a path. Where two studies hold the same
+    (series, catalogue size), the point with more training seeds wins (the later one on a
+    tie), so a multi-seed preset at some sizes completes a one-seed sweep over all of them.
+    One clear error when a file is missing or has no size axis."""
+    if paths is None:
+        return None
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    if not paths:
+        return None
+    studies = [_read_study(p) for p in paths]
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for study in studies:
+        for point in study["points"]:
+            key = (point["series"], point["items"])
+            if key not in merged or point["seeds"] >= merged[key]["seeds"]:
+                merged[key] = point
+    order = {key: i for i, key in enumerate(merged)}
     return {
-        "source": file.as_posix(),
-        "grid": data.get("grid"),
-        "preset": data.get("preset"),
-        "k": data.get("k"),
-        "points": points,
-        # per row: the search targets' collision structure (semid.reports.breakdowns)
-        "collisions": {
-            r["group"]: {
-                key: r.get(key) for key in ("reachable_share", "items_per_code", "recall_unique")
-            }
-            for r in data.get("collisions", [])
-            if r.get("task") == "search"
-        },
+        "sources": [s["source"] for s in studies],
+        "grid": studies[0]["grid"],
+        "presets": [s["preset"] for s in studies],
+        "k": studies[0]["k"],
+        "points": sorted(merged.values(), key=lambda p: order[(p["series"], p["items"])]),
     }
 
 
@@ -72,6 +98,12 @@ def _by(points: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(p["series"], p["items"]): p for p in points}
 
 
+def _seeds(points: list[dict[str, Any]]) -> str:
+    """The training seeds of the points of one size (``3``, or ``1-3`` when they differ)."""
+    seeds = sorted({p["seeds"] for p in points})
+    return "—" if not seeds else "-".join(str(s) for s in dict.fromkeys([seeds[0], seeds[-1]]))
+
+
 def _join(values: list[str]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
@@ -85,7 +117,7 @@ def scale_tables(points: list[dict[str, Any]], k: int) -> tuple[str, str]:
     by = _by(points)
     names = [base, *others]
     header = (
-        ["catalogue items"]
+        ["catalogue items", "training seeds"]
         + [f"{n} R@{k}" for n in names]
         + [f"{n} − {base}" for n in others]
         + [f"dense kNN R@{k}", f"BM25 R@{k}"]
@@ -95,7 +127,7 @@ def scale_tables(points: list[dict[str, Any]], k: int) -> tuple[str, str]:
         row = [p for (s, i), p in by.items() if i == n]
         refs = row[0]["references"] if row else {}
         body.append(
-            [f"{n:,}"]
+            [f"{n:,}", _seeds(row)]
             + [fmt((by.get((s, n)) or {}).get("recall", [None])[0]) for s in names]
             + [_gap(by.get((s, n))) for s in others]
             + [fmt(refs.get("dense", {}).get("search")), fmt(refs.get("bm25", {}).get("search"))]
@@ -118,7 +150,7 @@ def scale_tables(points: list[dict[str, Any]], k: int) -> tuple[str, str]:
     return md_table(header, body), md_table(sets_header, sets_body)
 
 
-def collisions_table(points: list[dict[str, Any]], collisions: dict[str, dict]) -> str:
+def collisions_table(points: list[dict[str, Any]]) -> str:
     """Per size and series: the share of search targets decodable without the token (the
     lowest-index item of its code), the items sharing a target's code, and R@K on unique-code
     targets."""
@@ -131,8 +163,7 @@ def collisions_table(points: list[dict[str, Any]], collisions: dict[str, dict]) 
         row = [f"{n:,}"]
         for key, digits in (("reachable_share", 3), ("items_per_code", 1), ("recall_unique", 3)):
             for s in names:
-                group = (by.get((s, n)) or {}).get("group", "")
-                row.append(fmt(collisions.get(group, {}).get(key), digits))
+                row.append(fmt((by.get((s, n)) or {}).get("collisions", {}).get(key), digits))
         body.append(row)
     header = ["catalogue items"] + [
         f"{label}: {s}" for label in ("decodable", "items per code", "R unique-code") for s in names
@@ -210,26 +241,30 @@ def scale_section(scale: dict[str, Any] | None, page: Path) -> str:
     if scale is None:
         return f"{title}\n\n(ml-25m-scale grid not published: pass `--scale DIR`)\n"
     points, k = scale["points"], scale["k"] or 30
-    folder = Path(os.path.relpath(Path(scale["source"]).parent, page.parent)).as_posix()
-    seeds = sorted({p["seeds"] for p in points})
+    folders = [Path(os.path.relpath(Path(src), page.parent)).as_posix() for src in scale["sources"]]
     tests = sorted({p["gap_test"] for p in points if p.get("gap_test")})
     test_text = {
-        "bootstrap": "a paired bootstrap over the held-out queries (test-sample noise only: one "
-        "training seed)",
-        "seeds": "a paired t-test over training seeds",
+        "bootstrap": "a paired bootstrap over the held-out queries where a cell has one training "
+        "seed (test-sample noise only)",
+        "seeds": "a paired t-test over training seeds where it has several",
     }
     search, sets = scale_tables(points, k)
     test_names = "; ".join(test_text.get(t, t) for t in tests) or "no test"
-    seed_text = (
-        " and ".join(str(s) for s in seeds) + " training seed" + ("" if seeds == [1] else "s")
+    seed_text = _seed_text(points)
+    presets = ", ".join(f"`{p}`" for p in scale["presets"])
+    figures = "\n\n".join(
+        f"![search vs catalogue size, preset {p}]({f}/scaling.png)"
+        for f, p in zip(folders, scale["presets"], strict=True)
     )
+    reports = ", ".join(f"[`{f}/report.md`]({f}/report.md)" for f in folders)
     return f"""{title}
 
-The paper's regime at growing catalogue size (grid `{scale["grid"]}`, preset
-`{scale["preset"]}`): nested random subsets of ML-25M's {ML25M_ITEMS:,} movies, search only (the
+The paper's regime at growing catalogue size (grid `{scale["grid"]}`, preset{
+        "s" if len(folders) > 1 else ""
+    } {presets}): nested random subsets of ML-25M's {ML25M_ITEMS:,} movies, search only (the
 item table carries no interactions here), 2 × 256 codes without the disambiguation token, content
 embeddings, a generator trained from scratch on each subset's template queries and titles.
-{seed_text} per cell; gaps with their 95% interval and Holm-corrected p from
+{seed_text}; gaps with their 95% interval and Holm-corrected p from
 {test_names}. The paper
 reported, at the full catalogue with its own generator, search Recall@{k}
 {PAPER_SEARCH["rq-vae"]} for RQ-VAE vs {PAPER_SEARCH["rq-kmeans"]} for RQ-kmeans.
@@ -248,11 +283,31 @@ Collisions (no disambiguation token: of the items sharing a code only one is dec
 or they are the lowest-index item of it); *items per code* = items sharing a target's code;
 *R unique-code* = R@{k} on the targets with a code of their own:
 
-{collisions_table(points, scale.get("collisions", {}))}
+{collisions_table(points)}
 
 {chr(10).join(scale_sentences(points))}
 
-![search vs catalogue size]({folder}/scaling.png)
+{figures}
 
-Full report (NDCG, strata, collisions, cost): [`{folder}/report.md`]({folder}/report.md).
+Full report{"s" if len(folders) > 1 else ""} (NDCG, strata, collisions, cost): {reports}.
 """
+
+
+def _seed_text(points: list[dict[str, Any]]) -> str:
+    """``1 training seed per cell``, or per seed count the sizes that have it."""
+    sizes: dict[int, list[int]] = {}
+    for p in points:
+        sizes.setdefault(p["seeds"], [])
+        if p["items"] not in sizes[p["seeds"]]:
+            sizes[p["seeds"]].append(p["items"])
+
+    def plural(n: int) -> str:
+        return f"{n} training seed" + ("" if n == 1 else "s")
+
+    if len(sizes) == 1:
+        return f"{plural(next(iter(sizes)))} per cell"
+    parts = [
+        f"{plural(n)} per cell at {_join([f'{i:,}' for i in sorted(items)])} items"
+        for n, items in sorted(sizes.items(), reverse=True)
+    ]
+    return "; ".join(parts)
