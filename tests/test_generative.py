@@ -160,3 +160,38 @@ def test_retriever_round_trips_through_disk(tmp_path):
     assert before.tolist() == after.tolist()
     np.testing.assert_allclose(scores, scores2, rtol=1e-5)
     assert loaded.vocab.id_string("item", codes[0]).startswith("<a_")
+
+
+def test_parameter_groups_put_pretrained_weights_at_their_own_lr():
+    """train.pretrained_lr moves the parameters under the model's pretrained prefix only;
+    weight decay stays on weight matrices; without the knob (or the prefix) one lr for all."""
+    from semid.generative.config import TrainConfig
+    from semid.generative.train import parameter_groups
+
+    model = torch.nn.Module()
+    model.encoder = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.LayerNorm(3))
+    model.decoder = torch.nn.Linear(3, 2)
+
+    def summary(cfg):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return sorted(
+            (g["lr"], g["weight_decay"], tuple(sorted(names[id(p)] for p in g["params"])))
+            for g in parameter_groups(model, cfg)
+        )
+
+    plain = TrainConfig(lr=1e-3, weight_decay=0.1)
+    assert summary(plain) == [
+        (1e-3, 0.0, ("decoder.bias", "encoder.0.bias", "encoder.1.bias", "encoder.1.weight")),
+        (1e-3, 0.1, ("decoder.weight", "encoder.0.weight")),
+    ]
+    split = TrainConfig(lr=1e-3, weight_decay=0.1, pretrained_lr=5e-5)
+    assert summary(split) == summary(plain)  # no pretrained prefix: nothing is pretrained
+    model.pretrained_prefix = "encoder."
+    assert summary(split) == [
+        (5e-5, 0.0, ("encoder.0.bias", "encoder.1.bias", "encoder.1.weight")),
+        (5e-5, 0.1, ("encoder.0.weight",)),
+        (1e-3, 0.0, ("decoder.bias",)),
+        (1e-3, 0.1, ("decoder.weight",)),
+    ]
+    assert "pretrained_lr" not in plain.model_dump()  # unset: keys as before the knob
+    assert split.model_dump()["pretrained_lr"] == 5e-5

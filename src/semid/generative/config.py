@@ -90,6 +90,13 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0)
+    pretrained_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of the parameters a pretrained checkpoint brings (the "
+        "sentence-encoder backbone's encoder, every parameter of a local HF checkpoint); None: "
+        "lr. lr's 2e-3 suits a small model trained from scratch, not pretrained weights.",
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     rec_windows_per_user: int | None = Field(
@@ -171,9 +178,9 @@ class TrainConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
-        """Without the neighbourhood fields while they are off: configs that do not use them
-        dump, hash and key as before they existed."""
-        dumped = omit_new_defaults(self, handler(self), ("neighbourhood_copies",))
+        """Without the neighbourhood fields while they are off, nor pretrained_lr while None:
+        configs that do not use them dump, hash and key as before they existed."""
+        dumped = omit_new_defaults(self, handler(self), ("neighbourhood_copies", "pretrained_lr"))
         if self.neighbourhood_copies == 0 and isinstance(dumped, dict):
             dumped.pop("neighbourhood_cos", None)  # no copies: their cosine changes nothing
         return dumped

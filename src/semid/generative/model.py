@@ -4,7 +4,7 @@ Hugging Face seq2seq checkpoint. All of them are returned with the semantic-ID t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -112,6 +112,7 @@ def build_model(
         return _sentence_encoder_backbone(cfg, vocab_size, pad_id, eos_id, encoder_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(cfg.backbone)
     model.resize_token_embeddings(vocab_size)
+    model.pretrained_prefix = ""  # every parameter (train.pretrained_lr)
     return model
 
 
@@ -140,6 +141,8 @@ def _sentence_encoder_backbone(
     model.config.decoder_start_token_id = pad_id
     model.config.pad_token_id = pad_id
     model.config.eos_token_id = eos_id
+    # the sentence encoder's weights (train.pretrained_lr)
+    cast(Any, model).pretrained_prefix = "encoder."
     return model
 
 

@@ -343,20 +343,33 @@ def _train(accelerator, model, examples, cfg, pad_id, seed, masks) -> dict:
     }
 
 
-def _optimizer(model, cfg: TrainConfig, total: int):
-    """AdamW, weight decay on weight matrices only (not on biases or norms), under a cosine
-    schedule with linear warmup over ``total`` steps; returns (optimizer, scheduler)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
+def parameter_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: weight decay on weight matrices only (not on biases or
+    norms); the parameters a pretrained checkpoint brought (names under the model's
+    ``pretrained_prefix``, see :func:`semid.generative.model.build_model`) at
+    ``cfg.pretrained_lr`` when set. Empty groups are left out."""
+    prefix = getattr(model, "pretrained_prefix", None)
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
+        decays = not (param.ndim < 2 or "norm" in name.lower())
+        pretrained = (
+            cfg.pretrained_lr is not None and prefix is not None and name.startswith(prefix)
+        )
+        groups.setdefault((decays, pretrained), []).append(param)
+    return [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decays else 0.0,
+            "lr": cfg.pretrained_lr if pretrained else cfg.lr,
+        }
+        for (decays, pretrained), params in sorted(groups.items(), reverse=True)
+    ]
+
+
+def _optimizer(model, cfg: TrainConfig, total: int):
+    """AdamW over :func:`parameter_groups`, under a cosine schedule with linear warmup over
+    ``total`` steps; returns (optimizer, scheduler)."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     return optimizer, scheduler
 
