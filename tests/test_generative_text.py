@@ -424,3 +424,33 @@ def test_retriever_embeds_queries_at_the_precision_of_training(monkeypatch):
     model.config.text_precision = "bf16"
     GenerativeRetriever(model, vocab, codes, 16, 3)
     assert made == ["fp32", "bf16"]
+
+
+def test_indexing_block_is_where_training_texts_put_each_variant():
+    """indexing_block names the slice of training_texts holding one variant's inputs, for any
+    order of indexing_variants (the neighbourhood copies read the item-text block from it)."""
+    import polars as pl
+
+    from semid.config import load_config
+    from semid.stages.model import indexing_block, indexing_texts, training_texts
+
+    items = pl.DataFrame(
+        {"text": ["a. Drama", "b. Comedy", "c. Horror"], "title": ["A", "B", "C"],
+         "year": [1990, None, 2001]}
+    )  # fmt: skip
+
+    class Splits:
+        def train_queries(self):
+            return pl.DataFrame({"query": ["q1", "q2"], "item_idx": [2, 0]})
+
+    for order in (["text", "title", "title_year"], ["title_year", "text"]):
+        cfg = load_config("smoke", overrides=[f"train.indexing_variants=[{','.join(order)}]"])
+        texts, targets = training_texts(items, Splits(), cfg)
+        assert texts[:2] == ["q1", "q2"] and targets[:2] == [2, 0]
+        for variant in order:
+            block = indexing_block(cfg, 2, items.height, variant)
+            assert texts[block] == indexing_texts(items, variant)
+            assert targets[block] == [0, 1, 2]
+    assert texts[indexing_block(cfg, 2, 3, "title_year")] == ["A (1990)", "B", "C (2001)"]
+    with pytest.raises(ValueError, match="'title' is not among the training texts"):
+        indexing_block(cfg, 2, 3, "title")

@@ -86,6 +86,15 @@ def training_texts(items: pl.DataFrame, splits: Splits, cfg: RunConfig) -> tuple
     return texts, targets
 
 
+def indexing_block(cfg: RunConfig, n_queries: int, n_items: int, variant: str) -> slice:
+    """Where :func:`training_texts` puts the indexing inputs of ``variant`` (one per item, in
+    item order): after the queries, in ``cfg.train.indexing_variants``' order."""
+    if not cfg.train.indexing_examples or variant not in cfg.train.indexing_variants:
+        raise ValueError(f"indexing variant {variant!r} is not among the training texts")
+    first = n_queries + cfg.train.indexing_variants.index(variant) * n_items
+    return slice(first, first + n_items)
+
+
 def repeat_indexing(
     texts: list[str], targets: list[int], vectors: np.ndarray | None, n_queries: int, times: int
 ) -> tuple[list[str], list[int], np.ndarray | None]:
@@ -266,9 +275,7 @@ def training_examples(
         and cfg.train.indexing_examples
         and "text" in cfg.train.indexing_variants
     ):
-        # the item-text inputs are the first block of indexing inputs (training_texts)
-        first = n_queries + cfg.train.indexing_variants.index("text") * inputs.items.height
-        block = slice(first, first + inputs.items.height)
+        block = indexing_block(cfg, n_queries, inputs.items.height, "text")
         texts = texts + texts[block] * copies
         targets = targets + targets[block] * copies
         vectors = np.concatenate([vectors] + [vectors[block]] * copies)
