@@ -345,12 +345,22 @@ def test_cost_table_shows_what_a_cached_stage_cost_when_built(study_dir):
     assert "| 3 | 10 |" in cost  # this cell 3 s, with the cached stage 10 s
 
 
-def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path):
-    """A grid over ``train.seed`` (no group_over): rows are its cells over the two seeds."""
+NAMED_SEEDS = {
+    f"s{i}": {"embedding.seed": i, "quantizer.seed": i, "train.seed": i} for i in (0, 1)
+}
+
+
+@pytest.mark.parametrize(
+    ("seed_axis", "values"), [("train.seed", [0, 1]), ("seed", NAMED_SEEDS)]
+)
+def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path, seed_axis, values):
+    """A grid over ``train.seed``, or over named seeds that reseed every trained stage
+    (embedding, quantizer, generator), no group_over: rows are its cells over the two seeds,
+    and the reseeding keys are no difference beyond the seed."""
     spec = {
         "name": "train-seeds",
         "base": {"preset": "smoke"},
-        "axes": {"embedding.space": ["content", "search"], "train.seed": [0, 1]},
+        "axes": {"embedding.space": ["content", "search"], seed_axis: values},
         "baseline": {"embedding.space": "content"},
     }
     grid = expand_grid(spec)
@@ -386,7 +396,7 @@ def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path):
     assert test["kind"] == "bootstrap" and test["seeds"] == 2 and test["n"] == 20
     assert test["mean_diff"] == pytest.approx(0.35)
     assert "0.2500 ± 0.0707" in text and "0.6000 ± 0.1414" in text
-    assert "Rows average over training seeds (`train.seed`" in text
+    assert f"Rows average over training seeds (`{seed_axis}`" in text
 
 
 def test_cost_table_columns_include_stages_outside_the_pipeline_list(tmp_path):

@@ -15,7 +15,7 @@ from semid.io import read_json
 GENERATIVE = "generative"
 TASKS = ("search", "rec")
 # Config keys that only reseed training: rows average over them (see ``load_study``).
-SEED_AXES = ("seed", "train.seed", "quantizer.seed")
+SEED_AXES = ("seed", "train.seed", "quantizer.seed", "embedding.seed")
 
 
 @dataclass
