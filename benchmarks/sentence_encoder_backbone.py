@@ -92,14 +92,14 @@ def metric(metrics: dict, task: str, name: str) -> float | None:
 def row(name: str, run_dir: Path, wall: float, titles: list[str]) -> dict:
     metrics = read_json(run_dir / "metrics.json")
     facts = read_json(run_dir / "manifest.json")["stages"]["model"]["facts"]
-    curve = facts.get("loss_curve") or []
     out = {"variant": name, "what": VARIANTS[name][1], "overrides": VARIANTS[name][0]}
     out["title R@1"] = metric(metrics, "search_title", "recall@1")
     out["title R@10"] = metric(metrics, "search_title", "recall@10")
     out["search R@10"] = metric(metrics, "search", "recall@10")
     out["rec R@10"] = metric(metrics, "rec", "recall@10")
     out["coverage search"] = metrics["generative"].get("search", {}).get("coverage")
-    out["final loss"] = round(float(curve[-1]["loss"]), 4) if curve else None
+    loss = facts.get("final_loss")
+    out["final loss"] = None if loss is None else round(float(loss), 4)
     is_se = any(o == SE for o in VARIANTS[name][0])
     out["encoder output cosine"] = encoder_cosine(run_dir / "model", titles) if is_se else None
     out["train minutes"] = round(facts.get("seconds", 0) / 60, 2)

@@ -345,14 +345,10 @@ def test_cost_table_shows_what_a_cached_stage_cost_when_built(study_dir):
     assert "| 3 | 10 |" in cost  # this cell 3 s, with the cached stage 10 s
 
 
-NAMED_SEEDS = {
-    f"s{i}": {"embedding.seed": i, "quantizer.seed": i, "train.seed": i} for i in (0, 1)
-}
+NAMED_SEEDS = {f"s{i}": {"embedding.seed": i, "quantizer.seed": i, "train.seed": i} for i in (0, 1)}
 
 
-@pytest.mark.parametrize(
-    ("seed_axis", "values"), [("train.seed", [0, 1]), ("seed", NAMED_SEEDS)]
-)
+@pytest.mark.parametrize(("seed_axis", "values"), [("train.seed", [0, 1]), ("seed", NAMED_SEEDS)])
 def test_rows_average_train_seed_runs_two_seeds_hand_computed(tmp_path, seed_axis, values):
     """A grid over ``train.seed``, or over named seeds that reseed every trained stage
     (embedding, quantizer, generator), no group_over: rows are its cells over the two seeds,

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from semid.generative.textmodel import FrozenTextEncoder
 
 log = logging.getLogger(__name__)
+# Above this, the sentence-encoder backbone's encoder collapsed on the smoke catalogue (3e-3:
+# every input's encoder states at cosine 1.0; 2e-4 trained: benchmarks/sentence_encoder_backbone.py)
+SENTENCE_ENCODER_MAX_LR = 5e-4
 
 
 def indexing_texts(items: pl.DataFrame, variant: str) -> list[str]:
@@ -324,6 +327,15 @@ def init_generator(
     from the training texts' ``vectors``); returns it, the text skip's scale and the per-level
     softmax masks (None when off)."""
     text = inputs.text
+    lr = cfg.train.pretrained_lr or cfg.train.lr
+    if cfg.model.backbone == "sentence-encoder" and lr > SENTENCE_ENCODER_MAX_LR:
+        log.warning(
+            "model.backbone=sentence-encoder at lr %g: the pretrained encoder's outputs "
+            "collapse to one vector at a from-scratch learning rate (every input then gets the "
+            "same IDs; benchmarks/results/sentence_encoder_backbone.json); use "
+            "--set train.lr=2e-4",
+            lr,
+        )
     model = build_model(
         cfg.model,
         len(vocab),
