@@ -459,9 +459,14 @@ def id_level_text(id_rows: list[dict]) -> str:
     """The quantizer benchmark's table of every quantizer, catalogue and shape (if run)."""
     if not id_rows:
         return "(ID-level quantizer benchmark not run)"
-    return f"""Every quantizer, both catalogues, both shapes (ID level; "recall cap" = distinct
-IDs / items, the highest Recall any generator can reach on uniformly drawn targets without a
-disambiguation token):
+
+    def listed(key: str) -> str:
+        return ", ".join(dict.fromkeys(str(r.get(key)) for r in id_rows))
+
+    return f"""The quantizers benchmarked ({listed("quantizer")}) on the catalogues
+{listed("catalogue")}, shapes {listed("shape")} (ID level; "recall cap" = distinct IDs / items,
+the highest Recall any generator can reach on uniformly drawn targets without a disambiguation
+token):
 
 {id_table(id_rows)}"""
 
