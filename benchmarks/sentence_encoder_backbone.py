@@ -48,6 +48,14 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 }
 
 
+def mean_pairwise_cosine(states: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean cosine between the mean-pooled (over ``mask``) states of every pair of inputs."""
+    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    unit = torch.nn.functional.normalize(pooled.float(), dim=-1)
+    n = len(unit)
+    return round(float(((unit @ unit.T).sum() - n) / (n * (n - 1))), 4)
+
+
 def encoder_cosine(folder: Path, texts: list[str]) -> float:
     """Mean pairwise cosine of the mean-pooled encoder states of ``texts`` (1 = every input
     looks the same to the decoder)."""
@@ -59,11 +67,7 @@ def encoder_cosine(folder: Path, texts: list[str]) -> float:
     mask = input_ids != pad
     with torch.no_grad():
         states = retriever.model.get_encoder()(input_ids=input_ids, attention_mask=mask)
-    pooled = (states.last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    unit = torch.nn.functional.normalize(pooled.float(), dim=-1)
-    sims = unit @ unit.T
-    n = len(texts)
-    return round(float((sims.sum() - n) / (n * (n - 1))), 4)
+    return mean_pairwise_cosine(states.last_hidden_state, mask)
 
 
 def untrained_cosine(texts: list[str]) -> float:
@@ -77,11 +81,7 @@ def untrained_cosine(texts: list[str]) -> float:
     batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
         states = model(**batch).last_hidden_state
-    mask = batch["attention_mask"]
-    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    unit = torch.nn.functional.normalize(pooled, dim=-1)
-    n = len(texts)
-    return round(float(((unit @ unit.T).sum() - n) / (n * (n - 1))), 4)
+    return mean_pairwise_cosine(states, batch["attention_mask"])
 
 
 def metric(metrics: dict, task: str, name: str) -> float | None:
