@@ -2,7 +2,7 @@
 collapse? A bug hunt on a catalogue small enough to memorise.
 
     python benchmarks/sentence_encoder_backbone.py                # every variant below
-    python benchmarks/sentence_encoder_backbone.py --only lr-2e-3 pretrained-lr-5e-5
+    python benchmarks/sentence_encoder_backbone.py --only lr-3e-3 pretrained-lr-5e-5
 
 Each variant is the smoke preset (600 items, 500 steps of 64 examples) plus a few overrides,
 run with ``semid.pipeline`` (data, splits, embeddings, IDs shared). The text-t5 row is the
@@ -10,7 +10,8 @@ reference: the default backbone memorises these titles. Per variant: title-alone
 R@10 on the training titles (memorisation), template search R@10, rec R@10, distinct items
 across the search top-10 lists, the final training loss, and how collapsed the encoder's
 output is: the mean cosine between the mean-pooled encoder states of 200 different title
-queries (pretrained MiniLM before training: the ``untrained`` row). Prints a table and writes
+queries (pretrained MiniLM before training: the JSON's ``untrained encoder output
+cosine``). Prints a table and writes
 benchmarks/results/sentence_encoder_backbone.json. One training seed per variant.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from semid.config import load_config
+from semid.generative.examples import pad
 from semid.generative.retriever import GenerativeRetriever
 from semid.io import read_json, write_json
 from semid.pipeline import run_pipeline
@@ -60,11 +62,9 @@ def encoder_cosine(folder: Path, texts: list[str]) -> float:
     """Mean pairwise cosine of the mean-pooled encoder states of ``texts`` (1 = every input
     looks the same to the decoder)."""
     retriever = GenerativeRetriever.load(folder)
-    ids = retriever.inputs.search(texts)
-    width = max(len(row) for row in ids)
-    pad = retriever.vocab.pad_id
-    input_ids = torch.tensor([row + [pad] * (width - len(row)) for row in ids])
-    mask = input_ids != pad
+    matrix, _ = pad(retriever.inputs.search(texts), retriever.vocab.pad_id)
+    input_ids = torch.from_numpy(matrix.astype(np.int64))
+    mask = input_ids != retriever.vocab.pad_id
     with torch.no_grad():
         states = retriever.model.get_encoder()(input_ids=input_ids, attention_mask=mask)
     return mean_pairwise_cosine(states.last_hidden_state, mask)

@@ -101,7 +101,9 @@ def _by(points: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
 def _seeds(points: list[dict[str, Any]]) -> str:
     """The training seeds of the points of one size (``3``, or ``1-3`` when they differ)."""
     seeds = sorted({p["seeds"] for p in points})
-    return "—" if not seeds else "-".join(str(s) for s in dict.fromkeys([seeds[0], seeds[-1]]))
+    if not seeds:
+        return "—"
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
 
 
 def _join(values: list[str]) -> str:
@@ -295,11 +297,9 @@ Full report{"s" if len(folders) > 1 else ""} (NDCG, strata, collisions, cost): {
 
 def _seed_text(points: list[dict[str, Any]]) -> str:
     """``1 training seed per cell``, or per seed count the sizes that have it."""
-    sizes: dict[int, list[int]] = {}
+    sizes: dict[int, set[int]] = {}
     for p in points:
-        sizes.setdefault(p["seeds"], [])
-        if p["items"] not in sizes[p["seeds"]]:
-            sizes[p["seeds"]].append(p["items"])
+        sizes.setdefault(p["seeds"], set()).add(p["items"])
 
     def plural(n: int) -> str:
         return f"{n} training seed" + ("" if n == 1 else "s")
