@@ -112,6 +112,16 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         "the default preset: epochs-5 with the generator's texts embedded under bf16 autocast "
         "(model.text_precision=auto; benchmarks/text_precision.py)",
     ),
+    # Decoding only: the default model (trained once, cached), beam search keeping more beams
+    # than the 30 items it returns.
+    "beam-60": (
+        ["eval.beam_width=60"],
+        "the default preset decoded with 60 beams, the top 30 returned",
+    ),
+    "beam-120": (
+        ["eval.beam_width=120"],
+        "the default preset decoded with 120 beams, the top 30 returned",
+    ),
 }
 
 

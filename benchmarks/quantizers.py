@@ -10,9 +10,11 @@ cached in ``benchmarks/.cache``.
     python benchmarks/quantizers.py --catalogues small --quantizers rq-kmeans,rq-vae-tuned
     python benchmarks/quantizers.py --shapes 2x256 --set vae.epochs=5
     python benchmarks/quantizers.py --ablation                       # the rq-vae-tuned study
+    python benchmarks/quantizers.py --ablation residual-lfq --catalogues small --shapes 2x256
 
 Prints a table and writes ``benchmarks/results/quantizers.json`` (``--ablation``:
-``benchmarks/results/quantizers-rq-vae-ablation.json``). Results of earlier runs in the JSON
+``benchmarks/results/quantizers-rq-vae-ablation.json``; ``--ablation residual-lfq``:
+``benchmarks/results/quantizers-residual-lfq.json``). Results of earlier runs in the JSON
 are kept unless the same (catalogue, quantizer, shape, variant) is measured again.
 """
 
@@ -51,6 +53,9 @@ QUANTIZERS = [
 ABLATION: dict[str, dict[str, Any]] = {
     "defaults": {},
     "defaults+60ep": {"epochs": 60},
+    # the defaults' step count on ML-25M (20 epochs of 62,423 items at batch 256), where their
+    # first level does not collapse: is it the steps or the catalogue?
+    "defaults+4880steps": {"epochs": 1000, "max_steps": 4880},
     "kmeans_init": {"kmeans_init": True},
     "dead_code": {"threshold_ema_dead_code": 2.0},
     "kmeans_init+dead_code": {"kmeans_init": True, "threshold_ema_dead_code": 2.0},
@@ -134,6 +139,39 @@ ABLATION: dict[str, dict[str, Any]] = {
         "optimizer": "adagrad",
         "lr": 0.4,
     },
+}
+
+
+# The study behind the residual-lfq-tuned preset: each variant starts from residual-lfq's library
+# defaults and changes the listed VAEConfig fields.
+LFQ_ABLATION: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "std": {"normalize": "standardize"},
+    "commit.25": {"commitment_loss_weight": 0.25},
+    "std+commit.25": {"normalize": "standardize", "commitment_loss_weight": 0.25},
+    "std+commit1": {"normalize": "standardize", "commitment_loss_weight": 1.0},
+    "entropy.001": {"entropy_loss_weight": 0.001},
+    "std+entropy.01": {"normalize": "standardize", "entropy_loss_weight": 0.01},
+    # rq-vae-tuned's recipe as it is
+    "tuned-recipe": {
+        "normalize": "standardize",
+        "batch_size": 1024,
+        "epochs": 1000,
+        "max_steps": 1500,
+    },
+    # = the residual-lfq-tuned preset
+    "std+commit.25+bs1024+1500steps": {
+        "normalize": "standardize",
+        "commitment_loss_weight": 0.25,
+        "batch_size": 1024,
+        "epochs": 1000,
+        "max_steps": 1500,
+    },
+}
+# --ablation NAME -> (quantizer the variants start from, variants, results file)
+ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
+    "rq-vae": ("rq-vae-defaults", ABLATION, "quantizers-rq-vae-ablation.json"),
+    "residual-lfq": ("residual-lfq", LFQ_ABLATION, "quantizers-residual-lfq.json"),
 }
 
 
@@ -258,7 +296,13 @@ def main() -> None:
     parser.add_argument("--shapes", default="2x256,3x256", help="LEVELSxK, comma-separated")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--variant", default="", help="label of --set overrides in the results")
-    parser.add_argument("--ablation", action="store_true", help="run the rq-vae ablation")
+    parser.add_argument(
+        "--ablation",
+        nargs="?",
+        const="rq-vae",
+        choices=list(ABLATIONS),
+        help="run an ablation: rq-vae (the default) or residual-lfq",
+    )
     parser.add_argument("--variants", default="", help="--ablation: only these (comma-separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results JSON path")
@@ -266,12 +310,10 @@ def main() -> None:
 
     overrides = parse_overrides(args.set)
     if args.ablation:
-        names = [v for v in args.variants.split(",") if v] or list(ABLATION)
-        jobs = [
-            ("rq-vae-defaults", v, {"vae": {**ABLATION[v], **overrides.get("vae", {})}})
-            for v in names
-        ]
-        out_path = args.out or RESULTS / "quantizers-rq-vae-ablation.json"
+        start, variants, results_name = ABLATIONS[args.ablation]
+        names = [v for v in args.variants.split(",") if v] or list(variants)
+        jobs = [(start, v, {"vae": {**variants[v], **overrides.get("vae", {})}}) for v in names]
+        out_path = args.out or RESULTS / results_name
     else:
         jobs = [(q, args.variant, overrides) for q in args.quantizers.split(",") if q]
         out_path = args.out or RESULTS / "quantizers.json"

@@ -277,6 +277,23 @@ def test_page_states_measured_settings(study_dir, tmp_path):
     assert "the tuned recipe closes 100% of the rec gap" in text
 
 
+def test_page_table3_section(study_dir, tmp_path):
+    """A paper-table3 study fills the multitask section in TABLE3_ORDER and the verdict."""
+    bench = tmp_path / "bench"
+    write_json(bench / "quantizers.json", {"rows": [_id_row("25m", "rq-kmeans", 100, 80)]})
+    out, evidence_path = tmp_path / "docs" / "page.md", tmp_path / "docs" / "evidence.json"
+    evidence = write_evidence_page(study_dir, out, evidence_path, bench, table3_dir=study_dir)
+    assert set(evidence["paper_table3"]) >= {"rq-kmeans", "rq-vae-defaults"}
+    text = out.read_text()
+    section = text.split("## The same quantizers on the multitask space")[1]
+    assert "(paper-table3 grid not run)" not in text
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| **rq-kmeans** | 3 | 6 |")
+    assert rows[1].startswith("| rq-vae-defaults | 1 | 2 | 1.000 | 0.100 | 0.2000 |")
+    assert "(results/paper-table3-cpu/report.md)" in section
+    assert "- **search, multitask space, with the token**: defaults search 0.2000" in text
+
+
 def test_gap_decomposition_hand_computed():
     from semid.reports.evidence.gaps import decompose, gap_rows, gap_sentences, gap_verdict
 

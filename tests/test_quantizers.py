@@ -18,7 +18,7 @@ from semid.quantizers import (
     make_quantizer,
 )
 from semid.quantizers.balanced import BalancedRQKMeans, balanced_assign
-from semid.quantizers.config import RQ_VAE_TUNED, QuantizerConfig
+from semid.quantizers.config import RESIDUAL_LFQ_TUNED, RQ_VAE_TUNED, QuantizerConfig
 
 TINY_VAE = {"hidden_sizes": [16], "latent_dim": 4, "epochs": 2, "batch_size": 64}
 NAMES = [
@@ -28,6 +28,7 @@ NAMES = [
     "rq-vae-defaults",
     "rq-vae-tuned",
     "residual-lfq",
+    "residual-lfq-tuned",
     "residual-fsq",
     "dictionary",
 ]
@@ -168,6 +169,10 @@ def test_config_names_and_presets() -> None:
     # the dumped config re-validates to the same values (saved configs are reproducible)
     again = QuantizerConfig.model_validate(tuned.model_dump(mode="json"))
     assert again == tuned
+    lfq = QuantizerConfig(name="residual-lfq-tuned")
+    assert lfq.vae.commitment_loss_weight == RESIDUAL_LFQ_TUNED["commitment_loss_weight"] == 0.25
+    assert lfq.vae.normalize == "standardize" and lfq.vae.max_steps == 1500
+    assert QuantizerConfig(name="residual-lfq").vae.commitment_loss_weight == 0.0
     defaults = QuantizerConfig(name="rq-vae-defaults")
     assert defaults.vae.kmeans_init is False and defaults.vae.threshold_ema_dead_code == 0
     assert defaults.vae.decay == 0.8 and defaults.vae.optimizer == "adam"

@@ -103,6 +103,11 @@ QUANTIZERS.register(
     "residual-lfq", _vae("lfq"), "same trainer with ResidualLFQ (codebook_size a power of 2)"
 )
 QUANTIZERS.register(
+    "residual-lfq-tuned",
+    _vae("lfq"),
+    "residual-lfq with rq-vae-tuned's recipe plus a commitment loss (0.25)",
+)
+QUANTIZERS.register(
     "residual-fsq", _vae("fsq"), "same trainer with ResidualFSQ (levels from vae.fsq_levels)"
 )
 QUANTIZERS.register(

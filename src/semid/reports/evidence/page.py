@@ -49,7 +49,14 @@ from semid.reports.query_sets import (
 )
 from semid.reports.stats import MIN_SEEDS_FOR_SEED_TEST, finite_or_none, paired_ttest
 
-TABLE3_ORDER = ["rq-kmeans", "dictionary", "residual-lfq", "rq-vae-defaults", "rq-vae-tuned"]
+TABLE3_ORDER = [
+    "rq-kmeans",
+    "dictionary",
+    "residual-lfq",
+    "residual-lfq-tuned",
+    "rq-vae-defaults",
+    "rq-vae-tuned",
+]
 # (row, reference) whose search gap the page splits into collisions and the rest
 GAP_PAIRS = [
     ("rq-vae-defaults", "rq-kmeans"),
