@@ -432,6 +432,16 @@ def test_page_rewrites_from_its_published_evidence_alone(study_dir, tmp_path):
     assert evidence["query_sets"] and "token_effect" in evidence
     with pytest.raises(Exception, match="no evidence.json"):
         rerender_evidence_page(tmp_path / "nowhere", again, bench)
+    # a paper-table3 results folder adds its section; evidence.json keeps it for later rewrites
+    assert "(paper-table3 grid not run)" in second
+    rerender_evidence_page(published, again, bench, table3_dir=study_dir)
+    assert read_json(published / "evidence.json")["paper_table3"]
+    for _ in range(2):  # with the folder, then from the stored rows alone
+        text = again.read_text()
+        assert "(paper-table3 grid not run)" not in text
+        assert "(results/paper-table3-cpu/report.md)" in text
+        assert "--table3 TABLE3_RESULTS" in text
+        rerender_evidence_page(published, again, bench)
 
 
 def test_token_effect_from_results_is_the_paired_t_test_over_seeds():
@@ -544,3 +554,33 @@ def test_scale_studies_merge_the_point_with_more_seeds(tmp_path):
     assert "| 2,000 | 1 | 0.4500 | 0.4000 |" in text
     assert "(results/one/scaling.png)" in text and "(results/three/scaling.png)" in text
     assert "| 1,000 | 0.250 | — | 4.0 | — | 0.500 | — |" in text
+
+
+def test_degenerate_line_names_each_ablation_fix():
+    from semid.reports.evidence.prose import _degenerate_line
+
+    rows = {
+        "d": {"search": {"recall": 0.01}, "ids": {"codes_used": [1, 30]}},
+        "r": {"search": {"recall": 0.5}},
+    }
+
+    def ablation(variant: str, used: int, shape: str = "2x256") -> dict:
+        return {
+            "variant": variant,
+            "shape": shape,
+            "diagnostics": {"per_level": [{"codes_used": used}]},
+        }
+
+    line = _degenerate_line(
+        ("paper regime", rows, "r", "d", 0.02),
+        [
+            ablation("standardize", 252),
+            ablation("defaults+4880steps", 256),
+            ablation("dead_code", 9, "3x256"),
+        ],
+    )
+    assert "0.0100 search R@30 against RQ-kmeans' 0.5000 (2%)" in line
+    assert "(1 level-1 code(s) used)" in line and "only 2.0% of the search targets" in line
+    assert "With input standardisation alone, 252 level-1 codes are used (point 2)." in line
+    assert "With 4,880 training steps (the defaults' step count on ML-25M) alone, 256" in line
+    assert "dead-code" not in line  # only the 2 x 256 rows count

@@ -394,7 +394,10 @@ def report(
     ] = Path("benchmarks/results"),
     table3: Annotated[
         Path | None,
-        typer.Option(help="With --evidence: a paper-table3 grid results folder, if run."),
+        typer.Option(
+            help="With --evidence: a paper-table3 grid results folder (run directories), if "
+            "run; a rewrite from a published folder stores its rows in evidence.json."
+        ),
     ] = None,
     scale: Annotated[
         list[Path] | None,
@@ -425,7 +428,7 @@ def report(
     ):
         from semid.reports.evidence import rerender_evidence_page
 
-        rerender_evidence_page(results_dir, evidence, benchmarks, scale)
+        rerender_evidence_page(results_dir, evidence, benchmarks, scale, table3)
         console.print(f"evidence page: {evidence} (from {results_dir / 'evidence.json'})")
         return
     console.print(f"report: {write_study_report(results_dir, k=k, head_share=head_share)}")

@@ -183,16 +183,19 @@ class DictionaryConfig(BaseModel):
 
 
 # Fields of VAEConfig that the ``rq-vae-tuned`` preset changes; everything else stays at the
-# library defaults. Chosen by the ablation in ``benchmarks/quantizers.py --ablation`` (its
-# results JSON was never committed and is being regenerated), MiniLM content embeddings of
+# library defaults. Chosen by the ablation in ``benchmarks/quantizers.py --ablation``
+# (benchmarks/results/quantizers-rq-vae-ablation.json), MiniLM content embeddings of
 # ml-latest-small, 2 levels x 256, seed 0:
 #   defaults (20 epochs, batch 256)           level-1 codes used 2/256, 336 distinct IDs, EV 0.119
 #   + normalize=standardize                   252/256, 7,986 distinct IDs, EV 0.297
 #   + batch 1024, 1,500 steps (this preset)   256/256, 8,349 distinct IDs, EV 0.369
 # Unit-norm 384-d embeddings have a per-dimension std of ~0.05, so the reconstruction loss is
 # ~1e-3 and the commitment loss (latent scale) dominates: the encoder collapses onto a few
-# codes. Standardizing the input is the fix. k-means init alone does not prevent the collapse
-# (kmeans_init or faiss_kmeans_init: 1 level-1 code used); dead-code replacement alone does
+# codes within the defaults' 780 steps (20 epochs of 9,742 items at batch 256). Standardizing
+# the input is the fix; so is training longer (the same defaults for 2,280 or 4,880 steps: 256
+# level-1 codes, 7,792 distinct IDs, EV 0.26 / 0.32; 4,880 is their step count on ML-25M).
+# k-means init alone does not prevent the collapse (kmeans_init or faiss_kmeans_init: 1
+# level-1 code used); dead-code replacement alone does
 # (threshold_ema_dead_code=2: 256/256, 6,072 distinct IDs, EV 0.174) but less well, and
 # neither improved a standardized run (faiss init + dead codes + the long schedule: 8,384
 # distinct IDs, EV 0.370, NN-coherence 0.344 vs 0.359 without).
@@ -212,7 +215,8 @@ RQ_VAE_TUNED: dict[str, Any] = {
 #   + standardize + commitment 0.25           175/256, 3,588 distinct IDs, EV 0.232
 #   + batch 1024, 1,500 steps (this preset)   254/256, 7,338 distinct IDs, EV 0.329
 # The RQ-VAE recipe without the commitment loss collapses LFQ to 4 IDs. On unit-norm input the
-# entropy loss (~0.5) dwarfs the reconstruction loss (~3e-3), which is why the defaults collapse.
+# reconstruction loss (~1.5e-3) is negligible beside the entropy term (-0.2 to -0.7), but a 100x
+# lower entropy weight alone reaches only 495 distinct IDs.
 RESIDUAL_LFQ_TUNED: dict[str, Any] = {**RQ_VAE_TUNED, "commitment_loss_weight": 0.25}
 
 VAE_PRESETS: dict[str, dict[str, Any]] = {

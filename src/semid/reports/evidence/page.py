@@ -137,10 +137,17 @@ def write_evidence_page(
 
 
 def rerender_evidence_page(
-    published: Path, out: Path, benchmark_dir: Path, scale: Sequence[Path] | None = None
+    published: Path,
+    out: Path,
+    benchmark_dir: Path,
+    scale: Sequence[Path] | None = None,
+    table3_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Rewrite the page ``out`` from a *published* study folder's ``evidence.json`` (committed
     evidence only: no run directory is read), with the scale section from ``scale``.
+
+    ``table3_dir``: a paper-table3 grid's results folder (run directories): its rows replace
+    the ``paper_table3`` of ``evidence.json``, which keeps them for later rewrites.
 
     An ``evidence.json`` written before the page kept the token effect and the query sets in it
     is completed from the folder's ``study.json`` (query sets) and ``results.json`` (the
@@ -150,6 +157,8 @@ def rerender_evidence_page(
     if not path.exists():
         raise ConfigError(f"{path}: no evidence.json (write it with --publish DIR --evidence PAGE)")
     evidence = read_json(path)
+    if table3_dir is not None:
+        evidence["paper_table3"] = table3_rows(table3_dir)
     id_rows, ablation_rows = read_benchmark_rows(benchmark_dir)
     if "query_sets" not in evidence and (published / "study.json").exists():
         evidence["query_sets"] = read_json(published / "study.json").get("query_sets", [])
@@ -173,6 +182,8 @@ def _write(
     write_json(evidence_path, evidence)
     link = Path(os.path.relpath(evidence_path.parent, out.parent)).as_posix()
     reproduce = f"semid report RESULTS --publish {evidence_path.parent.as_posix()} --evidence {out}"
+    if evidence.get("paper_table3"):
+        reproduce += " --table3 TABLE3_RESULTS"
     write_text(
         out,
         render_page(

@@ -155,6 +155,7 @@ def _degenerate_line(degenerate: tuple, ablation_rows: list[dict]) -> str:
         for variant, fix in (
             ("standardize", "input standardisation"),
             ("dead_code", "dead-code replacement"),
+            ("defaults+4880steps", "4,880 training steps (the defaults' step count on ML-25M)"),
         )
         for row in ablation_rows
         if row.get("variant") == variant and row["shape"] == "2x256"
