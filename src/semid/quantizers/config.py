@@ -207,7 +207,8 @@ RQ_VAE_TUNED: dict[str, Any] = {
 }
 
 # ``residual-lfq-tuned``: the same recipe plus a commitment loss (LFQ's own recipe; the library
-# default is 0). Measured with benchmarks/quantizers.py (results/quantizers-residual-lfq.json),
+# default is 0). Chosen by ``benchmarks/quantizers.py --ablation residual-lfq``
+# (benchmarks/results/quantizers-residual-lfq.json),
 # MiniLM content embeddings of ml-latest-small, 2 x 256, seed 0:
 #   defaults                                  level-1 codes used 36/256, 175 distinct IDs, EV 0.094
 #   + standardize                             19/256, 20 distinct IDs (latents outgrow the +-1

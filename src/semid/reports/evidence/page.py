@@ -144,7 +144,8 @@ def rerender_evidence_page(
     table3_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Rewrite the page ``out`` from a *published* study folder's ``evidence.json`` (committed
-    evidence only: no run directory is read), with the scale section from ``scale``.
+    evidence only: no run directory is read but ``table3_dir``'s), with the scale section from
+    ``scale``.
 
     ``table3_dir``: a paper-table3 grid's results folder (run directories): its rows replace
     the ``paper_table3`` of ``evidence.json``, which keeps them for later rewrites.
