@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+# pydantic only (no torch / faiss yet, so the environment below still applies)
+from semid.quantizers.config import RESIDUAL_LFQ_TUNED, RQ_VAE_TUNED
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # OpenMP threads that spin while waiting make FAISS k-means ~6x slower on a busy 2-core machine
 # (measured: 7.7 s -> 1.3 s for one 9.7k x 256 k-means); must be set before faiss/torch load.
@@ -153,20 +156,9 @@ LFQ_ABLATION: dict[str, dict[str, Any]] = {
     "entropy.001": {"entropy_loss_weight": 0.001},
     "std+entropy.01": {"normalize": "standardize", "entropy_loss_weight": 0.01},
     # rq-vae-tuned's recipe as it is
-    "tuned-recipe": {
-        "normalize": "standardize",
-        "batch_size": 1024,
-        "epochs": 1000,
-        "max_steps": 1500,
-    },
-    # = the residual-lfq-tuned preset
-    "std+commit.25+bs1024+1500steps": {
-        "normalize": "standardize",
-        "commitment_loss_weight": 0.25,
-        "batch_size": 1024,
-        "epochs": 1000,
-        "max_steps": 1500,
-    },
+    "tuned-recipe": dict(RQ_VAE_TUNED),
+    # the residual-lfq-tuned preset (standardize, commitment 0.25, batch 1024, 1,500 steps)
+    "std+commit.25+bs1024+1500steps": dict(RESIDUAL_LFQ_TUNED),
 }
 # --ablation NAME -> (quantizer the variants start from, variants, results file)
 ABLATIONS: dict[str, tuple[str, dict[str, dict[str, Any]], str]] = {
