@@ -119,7 +119,7 @@ def build_toy_model(folder: Path, seed: int = 0) -> GenerativeRetriever:
     rec_targets = [i + 1 for i in range(N_ITEMS - 1)] + [i + 2 for i in range(N_ITEMS - 2)]
     examples = build_examples(encoder, texts, targets, histories, rec_targets)
     model = build_model(TINY, len(vocab), vocab.pad_id, vocab.eos_id)
-    cfg = TrainConfig(epochs=20, batch_size=32, lr=5e-3, warmup_ratio=0.0, precision="fp32")
+    cfg = TrainConfig(epochs=40, batch_size=32, lr=5e-3, warmup_ratio=0.0, precision="fp32")
     with one_thread():
         train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), seed=seed)
     retriever = GenerativeRetriever(model.cpu(), vocab, {"item": codes}, 24, 4, precision="fp32")

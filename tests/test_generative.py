@@ -31,6 +31,40 @@ def tiny_vocab(cards, task_space=None):
     return SemanticVocab.build(tok, cards, task_space)
 
 
+_VOCAB_IN_A_FRESH_PROCESS = """
+import json, sys
+import polars as pl
+from semid.generative.vocab import train_text_tokenizer
+titles = pl.read_csv(sys.argv[1])["title"].to_list()
+tok = train_text_tokenizer(titles, 3000)
+print(json.dumps(sorted(tok.get_vocab().items())))
+"""
+
+
+def test_word_piece_vocabulary_is_the_same_in_every_process():
+    # tokenizers' trainer alone numbered ##-pieces in hash-map order: 3 fresh processes on these
+    # titles gave 3 different vocabularies (huggingface/tokenizers#1794)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    movies = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small" / "movies.csv"
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _VOCAB_IN_A_FRESH_PROCESS, str(movies)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1]
+    tok = train_text_tokenizer(["toy story", "a toy"], 50)
+    assert [tok.pad_token_id, tok.eos_token_id, tok.unk_token_id] == [0, 1, 2]
+    assert set(tok.all_special_tokens) == {"<pad>", "</s>", "<unk>"}
+    assert tok.convert_ids_to_tokens(tok("Toy  STORY a")["input_ids"]) == ["toy", "story", "a"]
+
+
 def test_trie_masks_and_steps():
     codes = np.array([[0, 1, 0], [0, 1, 1], [2, 0, 0], [2, 3, 0]])
     trie = PrefixTrie(codes, [4, 4, 2])

@@ -37,18 +37,48 @@ def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
     return int(cast(int, tokenizer.convert_tokens_to_ids(token)))
 
 
-def train_text_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a lower-cased word-piece tokenizer on ``texts`` (item texts and train queries)."""
-    tok = Tokenizer(models.WordPiece(unk_token=UNK))
+def _word_piece_tokenizer(vocab: dict[str, int] | None = None) -> Tokenizer:
+    """An empty (or ``vocab``'s) lower-cased word-piece tokenizer with BERT's pre-tokenizer."""
+    model = models.WordPiece(vocab, unk_token=UNK) if vocab else models.WordPiece(unk_token=UNK)
+    tok = Tokenizer(model)
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def train_text_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a lower-cased word-piece tokenizer on ``texts`` (item texts and train queries).
+
+    The same texts give the same vocabulary in every process. ``tokenizers``' trainer alone does
+    not (huggingface/tokenizers#1794): it numbers the ``##c`` continuing-subword tokens in the
+    iteration order of a hash map, and those numbers break ties between equally frequent merges.
+    Listing every ``##c`` up front, sorted, fixes their numbers; the trained vocabulary is then
+    rebuilt as a plain word-piece model so that only PAD/EOS/UNK are special tokens.
+    """
+    texts = list(texts)
+    tok = _word_piece_tokenizer()
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    assert normalizer is not None and pre_tokenizer is not None
+    continuing = sorted(
+        {
+            char
+            for text in texts
+            for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            for char in word[1:]
+        }
+    )
+    specials = [PAD, EOS, UNK]
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=specials + [f"##{char}" for char in continuing],
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    plain = _word_piece_tokenizer(tok.get_vocab())
+    plain.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK
+        tokenizer_object=plain, pad_token=PAD, eos_token=EOS, unk_token=UNK
     )
 
 
