@@ -25,8 +25,9 @@ from semid.pipeline import load_state, run_pipeline, set_threads
 OUT = Path(__file__).resolve().parent / "results" / "default_run.json"
 
 
-def decode_rate(run_dir: Path, n: int, beam: int) -> dict:
-    """Queries/s of trie-constrained beam search on held-out queries and user histories."""
+def decode_rate(run_dir: Path, n: int, beam: int, width: int | None = None) -> dict:
+    """Queries/s of trie-constrained beam search (``width`` beams, the top ``beam`` items
+    returned) on held-out queries and user histories."""
     cfg, paths = load_state(run_dir)
     set_threads(cfg.train.num_threads)
     retriever = GenerativeRetriever.load(run_dir / "model")
@@ -39,7 +40,7 @@ def decode_rate(run_dir: Path, n: int, beam: int) -> dict:
         ("rec", seqs, retriever.recommend),
     ):
         start = time.perf_counter()
-        items, _ = fn(inputs, k=beam, batch_size=cfg.eval.batch_size)
+        items, _ = fn(inputs, k=beam, batch_size=cfg.eval.batch_size, beams=width)
         seconds = time.perf_counter() - start
         assert (items >= 0).all()
         out[task] = {
@@ -80,7 +81,7 @@ def main() -> None:
         "wall_seconds": total,
         "stages": stages,
         "train_examples_per_second": model.get("examples_per_second"),
-        "decode": decode_rate(run_dir, args.decode_inputs, cfg.eval.beam_size),
+        "decode": decode_rate(run_dir, args.decode_inputs, cfg.eval.beam_size, cfg.eval.beam_width),
         "metrics": metrics,
     }
     print(f"{'stage':<12}{'seconds':>10}{'peak RSS MB':>14}{'cached':>8}")
@@ -91,7 +92,11 @@ def main() -> None:
         )
     print(f"training examples/s: {result['train_examples_per_second']}")
     for task, d in result["decode"].items():
-        print(f"constrained beam-{cfg.eval.beam_size} decoding, {task}: {d['per_second']} inputs/s")
+        width = cfg.eval.beam_width or cfg.eval.beam_size
+        print(
+            f"constrained {width}-beam decoding (top {cfg.eval.beam_size}), {task}: "
+            f"{d['per_second']} inputs/s"
+        )
     k = max(cfg.eval.ks)
     print(f"\n{'method':<20}{'search R@' + str(k):>14}{'rec R@' + str(k):>12}")
     for method, tasks in metrics.items():
