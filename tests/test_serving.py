@@ -40,6 +40,24 @@ def test_load_accepts_the_run_or_its_model_folder(run_dir, model):
     )
 
 
+def test_decoding_keeps_the_runs_beam_factor(run_dir, model, tmp_path):
+    import json
+    import shutil
+
+    assert model.beam_factor == 1.0 and model.beams_for(5) == 5  # no run config beside it
+    shutil.copytree(run_dir / "model", tmp_path / "model")
+    config = {"tasks": ["search", "rec"], "eval": {"beam_size": 30, "beam_width": 60}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    wide = load(tmp_path, precision="fp32")
+    assert wide.beam_factor == 2.0 and wide.beams_for(3) == 6
+    rows, _ = wide.retriever.search(["a drama movie"], k=3, beams=6)
+    ids = wide.items["item_id"].to_numpy()[rows[0]].tolist()
+    assert wide.search("a drama movie", k=3)["item_id"].to_list() == ids
+    assert model.search("a drama movie", k=3, beams=6)["item_id"].to_list() == ids
+    with pytest.raises(DataError, match="beams=2: must be an integer >= k=3"):
+        wide.search("a drama movie", k=3, beams=2)
+
+
 def test_load_rejects_a_folder_without_a_model(tmp_path):
     with pytest.raises(ConfigError, match="no trained model folder"):
         semid.load(tmp_path)

@@ -9,6 +9,7 @@ Restricted tries are cached per filter (least recently used first out).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,8 @@ class SemidModel:
         self._genre_set: set[str] | None = None
         self.folder: Path | None = None
         self.tasks: tuple[str, ...] = ("search", "rec")  # what the generator was trained on
+        # beams kept per item returned: the run's eval.beam_width / eval.beam_size (at least 1)
+        self.beam_factor = 1.0
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", precision: str = "auto") -> SemidModel:
@@ -111,8 +114,17 @@ class SemidModel:
         model.folder = folder
         config = folder.parent / "config.json"  # the run's config, beside its model folder
         if config.exists():
-            model.tasks = tuple(read_json(config).get("tasks") or ("search", "rec"))
+            run_config = read_json(config)
+            model.tasks = tuple(run_config.get("tasks") or ("search", "rec"))
+            evaluation = run_config.get("eval") or {}
+            width, size = evaluation.get("beam_width"), evaluation.get("beam_size")
+            if width and size:
+                model.beam_factor = max(1.0, width / size)
         return model
+
+    def beams_for(self, k: int) -> int:
+        """Beams a top-``k`` decode keeps by default: ``k`` times the run's beam factor."""
+        return max(k, math.ceil(k * self.beam_factor))
 
     @property
     def n_items(self) -> int:
@@ -216,14 +228,21 @@ class SemidModel:
         item_filter: ItemFilter | None = None,
         exact: bool = False,
         batch_size: int = 32,
+        beams: int | None = None,
     ) -> list[pl.DataFrame]:
         """Rank for many inputs at once: queries (``task="search"``) or item-id histories.
 
-        One beam search call decodes the whole batch (``batch_size`` inputs per forward pass);
-        ``exact=True`` scores every allowed item instead (see :mod:`semid.generative.exact`).
+        One beam search call decodes the whole batch (``batch_size`` inputs per forward pass)
+        with ``beams`` beams (default :meth:`beams_for`, the width the run was evaluated at),
+        returning the top ``k``; ``exact=True`` scores every allowed item instead (see
+        :mod:`semid.generative.exact`).
         """
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise DataError(f"k={k}: must be a positive integer")
+        if beams is None:
+            beams = self.beams_for(k)
+        elif not isinstance(beams, (int, np.integer)) or beams < k:
+            raise DataError(f"beams={beams}: must be an integer >= k={k}")
         if task not in self.tasks:
             where = self.folder or "this model"
             raise ConfigError(
@@ -242,7 +261,7 @@ class SemidModel:
                 tokens = retriever.inputs.search(texts)
                 vectors = retriever.text_vectors(texts)
             else:
-                rows, scores = retriever.search(texts, k, batch_size, allowed)
+                rows, scores = retriever.search(texts, k, batch_size, allowed, beams=beams)
         elif task == "rec":
             if any(not len(h) for h in inputs):
                 raise DataError("empty history")
@@ -251,7 +270,7 @@ class SemidModel:
                 tokens = retriever.inputs.history(histories)
                 item_tokens = retriever.history_tokens(histories)
             else:
-                rows, scores = retriever.recommend(histories, k, batch_size, allowed)
+                rows, scores = retriever.recommend(histories, k, batch_size, allowed, beams=beams)
         else:
             raise DataError(f"task={task!r}: must be 'search' or 'rec'")
         if exact:
@@ -270,11 +289,14 @@ class SemidModel:
         year_min: int | None = None,
         year_max: int | None = None,
         exact: bool = False,
+        beams: int | None = None,
     ) -> pl.DataFrame:
         """Top-``k`` items for a text query.
 
         ``allow`` (item ids), ``genres`` (any of) and ``year_min``/``year_max`` (inclusive)
         restrict the result inside the beam search; ``exact`` ranks every item instead.
+        ``beams``: beam width (default :meth:`beams_for`: 2k for a run evaluated with 60 beams
+        for its top 30).
         """
         return self.search_batch(
             [query],
@@ -284,6 +306,7 @@ class SemidModel:
             year_min=year_min,
             year_max=year_max,
             exact=exact,
+            beams=beams,
         )[0]
 
     def search_batch(
@@ -296,12 +319,13 @@ class SemidModel:
         year_min: int | None = None,
         year_max: int | None = None,
         exact: bool = False,
+        beams: int | None = None,
     ) -> list[pl.DataFrame]:
         """:meth:`search` for many queries in one batched decode: one frame per query."""
         if isinstance(queries, str):
             raise DataError("search_batch: pass a list of queries, not one string")
         flt = ItemFilter.make(allow, genres, year_min, year_max)
-        return self.rank_batch("search", list(queries), k, flt, exact)
+        return self.rank_batch("search", list(queries), k, flt, exact, beams=beams)
 
     def recommend(
         self,
@@ -313,6 +337,7 @@ class SemidModel:
         year_min: int | None = None,
         year_max: int | None = None,
         exact: bool = False,
+        beams: int | None = None,
     ) -> pl.DataFrame:
         """Top-``k`` next items after a history of catalogue item ids (oldest first)."""
         return self.recommend_batch(
@@ -323,6 +348,7 @@ class SemidModel:
             year_min=year_min,
             year_max=year_max,
             exact=exact,
+            beams=beams,
         )[0]
 
     def recommend_batch(
@@ -335,10 +361,11 @@ class SemidModel:
         year_min: int | None = None,
         year_max: int | None = None,
         exact: bool = False,
+        beams: int | None = None,
     ) -> list[pl.DataFrame]:
         """:meth:`recommend` for many histories in one batched decode: one frame each."""
         flt = ItemFilter.make(allow, genres, year_min, year_max)
-        return self.rank_batch("rec", [list(h) for h in histories], k, flt, exact)
+        return self.rank_batch("rec", [list(h) for h in histories], k, flt, exact, beams=beams)
 
 
 def _describe(flt: ItemFilter) -> str:

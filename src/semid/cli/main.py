@@ -157,6 +157,12 @@ AllowOpt = Annotated[
 ExactOpt = Annotated[
     bool, typer.Option(help="Score every item instead of beam search (small catalogues).")
 ]
+BeamsOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Beams kept while decoding (default: K x the run's eval beam_width/beam_size)."
+    ),
+]
 
 
 def _ids(text: str, option: str) -> list[int]:
@@ -186,6 +192,7 @@ def search(
     year_max: YearMaxOpt = None,
     allow: AllowOpt = None,
     exact: ExactOpt = False,
+    beams: BeamsOpt = None,
 ) -> None:
     """Generative search: print the top-K items for a query.
 
@@ -195,7 +202,7 @@ def search(
     from semid.serving import load
 
     filters = _filters(genre, year_min, year_max, allow)
-    _print_items(load(run_dir).search(query, k=k, exact=exact, **filters))
+    _print_items(load(run_dir).search(query, k=k, exact=exact, beams=beams, **filters))
 
 
 @app.command()
@@ -208,13 +215,14 @@ def recommend(
     year_max: YearMaxOpt = None,
     allow: AllowOpt = None,
     exact: ExactOpt = False,
+    beams: BeamsOpt = None,
 ) -> None:
     """Generative recommendation: print the top-K next items for a history of item ids."""
     from semid.serving import load
 
     ids = _ids(history, "--history")
     filters = _filters(genre, year_min, year_max, allow)
-    _print_items(load(run_dir).recommend(ids, k=k, exact=exact, **filters))
+    _print_items(load(run_dir).recommend(ids, k=k, exact=exact, beams=beams, **filters))
 
 
 @app.command()
