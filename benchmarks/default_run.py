@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from semid.config import load_config
+from semid.generative.model import cpu_has_fast_bf16
 from semid.generative.retriever import GenerativeRetriever
 from semid.io import write_json
 from semid.pipeline import load_state, run_pipeline, set_threads
@@ -49,6 +50,29 @@ def decode_rate(run_dir: Path, n: int, beam: int, width: int | None = None) -> d
             "per_second": round(len(inputs) / seconds, 1),
         }
     return out
+
+
+def machine(run_dir: Path) -> dict:
+    """The CPU the run was measured on and the precision its text vectors were embedded in."""
+    import os
+    import platform
+
+    model_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    text = stages.get("text_vectors", {}).get("facts", {})
+    return {
+        "cpu": model_name,
+        "cores": os.cpu_count(),
+        "fast_bf16": cpu_has_fast_bf16(),
+        "text_vectors_precision": text.get("precision"),
+    }
 
 
 def main() -> None:
@@ -83,6 +107,7 @@ def main() -> None:
         "train_examples_per_second": model.get("examples_per_second"),
         "decode": decode_rate(run_dir, args.decode_inputs, cfg.eval.beam_size, cfg.eval.beam_width),
         "metrics": metrics,
+        "machine": machine(run_dir),
     }
     print(f"{'stage':<12}{'seconds':>10}{'peak RSS MB':>14}{'cached':>8}")
     for name, s in stages.items():

@@ -382,9 +382,9 @@ def test_text_precision_resolves_auto_by_the_cpu(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert (text_precision("fp32"), text_precision("bf16")) == ("fp32", "bf16")
-    monkeypatch.setattr(model_module, "_cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: False)
     assert text_precision("auto") == "fp32"  # emulated bf16 would be slower, not faster
-    monkeypatch.setattr(model_module, "_cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(model_module, "cpu_has_fast_bf16", lambda: True)
     assert text_precision("auto") == "bf16"
     with pytest.raises(ValueError, match="text precision 'fp16': expected auto, fp32 or bf16"):
         text_precision("fp16")
