@@ -276,9 +276,10 @@ BEFORE = {
         {"data": "086f4c9c5285", "splits": "3194f769ca9b", "embeddings": "10470a522c0b",
          "ids": "cc48a0bbb47d", "text_vectors": "4b2e7cf6de4a", "model": "67a066310593"},
         # model key, name and marker changed on purpose: the default trains 5 epochs, not 3,
-        # and sets model.text_precision=auto
-        "content-rq-kmeans-3x256-s0-4bb23f",
-        "52537bd02be4",
+        # and sets model.text_precision=auto; name and marker again: it decodes with 60 beams
+        # (eval.beam_width, an evaluation field: the stage keys above stay)
+        "content-rq-kmeans-3x256-s0-fbeb15",
+        "8eabe6a6162d",
     ),
     "smoke": (
         {"data": "6aeae48af25d", "splits": "6f1b36e7d1ea", "embeddings": "63bb6206037e",
