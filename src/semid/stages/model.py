@@ -237,9 +237,6 @@ def generator_vocab(cfg: RunConfig, inputs: GeneratorInputs) -> SemanticVocab:
     if tokenizer is None:
         corpus = items["text"].to_list() + inputs.train_queries["query"].to_list()
         tokenizer = train_text_tokenizer(corpus, cfg.model.text_vocab_size)
-    # a trained word-piece vocabulary can order tied tokens differently in each process:
-    # under a launcher every process uses rank 0's
-    tokenizer = distributed.agree(tokenizer)
     return SemanticVocab.build(
         tokenizer,
         {name: s.cardinalities for name, s in inputs.spaces.items()},
