@@ -52,7 +52,7 @@ def decode_rate(run_dir: Path, n: int, beam: int, width: int | None = None) -> d
     return out
 
 
-def machine(run_dir: Path) -> dict:
+def machine(manifest: dict) -> dict:
     """The CPU the run was measured on and the precision its text vectors were embedded in."""
     import os
     import platform
@@ -65,8 +65,7 @@ def machine(run_dir: Path) -> dict:
                 break
     except OSError:
         pass
-    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    text = stages.get("text_vectors", {}).get("facts", {})
+    text = manifest["stages"].get("text_vectors", {}).get("facts", {})
     return {
         "cpu": model_name,
         "cores": os.cpu_count(),
@@ -107,7 +106,7 @@ def main() -> None:
         "train_examples_per_second": model.get("examples_per_second"),
         "decode": decode_rate(run_dir, args.decode_inputs, cfg.eval.beam_size, cfg.eval.beam_width),
         "metrics": metrics,
-        "machine": machine(run_dir),
+        "machine": machine(manifest),
     }
     print(f"{'stage':<12}{'seconds':>10}{'peak RSS MB':>14}{'cached':>8}")
     for name, s in stages.items():
