@@ -122,6 +122,14 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         ["eval.beam_width=120"],
         "the default preset decoded with 120 beams, the top 30 returned",
     ),
+    # A lexical path: the query's word pieces beside its pooled sentence vector (run on a
+    # 2-core AVX2-only CPU, where auto is fp32: compare with benchmarks/results/default_run.json,
+    # the default preset on the same kind of machine).
+    "text-tokens-32": (
+        ["model.text_tokens=32"],
+        "the default preset + the first 32 word pieces of each search text after its vector "
+        "slots (4,000 word pieces trained on item texts and train queries)",
+    ),
 }
 
 

@@ -29,6 +29,14 @@ class ModelConfig(BaseModel):
     text_slots: int = Field(
         4, ge=1, description="text-t5: encoder positions the projected text vector fills."
     )
+    text_tokens: int = Field(
+        0,
+        ge=0,
+        description="text-t5: also feed the first this-many word pieces of a search text after "
+        "its vector slots (a lexical path beside the pooled sentence vector, in which e.g. "
+        "'Rocky II' and 'Rocky IV' are near-identical); word pieces trained on item texts and "
+        "train queries (text_vocab_size). 0: the vector alone.",
+    )
     history_input: str = Field(
         "items",
         pattern="^(items|codes)$",
@@ -76,9 +84,9 @@ class ModelConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
-        """Without ``text_precision`` while fp32: configs that do not set it dump, hash and
-        key as before it existed."""
-        return omit_new_defaults(self, handler(self), ("text_precision",))
+        """Without ``text_precision`` while fp32 and ``text_tokens`` while 0: configs that do
+        not set them dump, hash and key as before they existed."""
+        return omit_new_defaults(self, handler(self), ("text_precision", "text_tokens"))
 
 
 class TrainConfig(BaseModel):

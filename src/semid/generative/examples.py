@@ -47,8 +47,10 @@ class InputEncoder:
         max_history_items: int,
         text_slots: int = 0,
         pooled_history: bool = False,
+        text_tokens: int = 0,
     ) -> None:
         self.vocab = vocab
+        self.text_tokens = text_tokens
         self.max_query_tokens = max_query_tokens
         self.max_history_items = max_history_items
         self.text_slots = text_slots
@@ -57,18 +59,22 @@ class InputEncoder:
 
     def search(self, texts: Sequence[str]) -> list[list[int]]:
         """``<task_search> text tokens </s>`` for each text; with ``text_slots`` (text-t5),
-        ``<task_search>`` + that many placeholders (filled by the text's vector) + ``</s>``."""
+        ``<task_search>`` + that many placeholders (filled by the text's vector) + the first
+        ``text_tokens`` word pieces of the text + ``</s>``."""
         head, eos = self.vocab.task_token("search"), self.vocab.eos_id
         if self.text_slots:
-            row = [head] + [self.vocab.unk_id] * self.text_slots + [eos]
-            return [list(row) for _ in texts]
-        enc = self.vocab.tokenizer(
-            list(texts),
-            add_special_tokens=False,
-            truncation=True,
-            max_length=self.max_query_tokens,
+            slots = [head] + [self.vocab.unk_id] * self.text_slots
+            if not self.text_tokens:
+                return [[*slots, eos] for _ in texts]
+            pieces = self._word_pieces(texts, self.text_tokens)
+            return [[*slots, *ids, eos] for ids in pieces]
+        return [[head, *ids, eos] for ids in self._word_pieces(texts, self.max_query_tokens)]
+
+    def _word_pieces(self, texts: Sequence[str], limit: int) -> list[list[int]]:
+        """The first ``limit`` word-piece ids of each text."""
+        return self.vocab.tokenizer(
+            list(texts), add_special_tokens=False, truncation=True, max_length=limit
         )["input_ids"]
-        return [[head, *ids, eos] for ids in enc]
 
     def history(self, histories: Sequence[Sequence[int]]) -> list[list[int]]:
         """``<task_rec>`` + the ID tokens of the last items of each history + ``</s>``; with

@@ -99,6 +99,7 @@ def build_model(
                 encoder_path,
                 pooled_history=cfg.history_input == "items",
                 text_skip=cfg.text_skip,
+                text_tokens=cfg.text_tokens,
             )
             with torch.no_grad():
                 model.shared.weight.normal_(0.0, 1.0)

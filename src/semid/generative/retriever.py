@@ -93,6 +93,7 @@ class GenerativeRetriever:
             max_history_items,
             text_slots=slots,
             pooled_history=bool(getattr(model.config, "pooled_history", False)),
+            text_tokens=int(getattr(model.config, "text_tokens", 0) or 0) if slots else 0,
         )
         self.tries = {
             name: PrefixTrie(codes, vocab.spaces[name].cardinalities)

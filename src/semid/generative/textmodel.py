@@ -95,9 +95,12 @@ def build_text_t5(
     encoder_path: str,
     pooled_history: bool = True,
     text_skip: bool = False,
+    text_tokens: int = 0,
 ) -> TextConditionedT5:
-    """A fresh :class:`TextConditionedT5`; ``encoder_path`` is recorded in its config."""
+    """A fresh :class:`TextConditionedT5`; ``encoder_path`` is recorded in its config, and
+    ``text_tokens``: how many word pieces of a search text follow its vector slots."""
     config.text_skip = bool(text_skip)
+    config.text_tokens = int(text_tokens)
     config.text_dim = int(text_dim)
     config.text_slots = int(text_slots)
     config.text_encoder_path = str(encoder_path)

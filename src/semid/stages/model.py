@@ -229,9 +229,11 @@ def read_generator_inputs(state: PipelineState, text_stage: StageResult | None) 
 def generator_vocab(cfg: RunConfig, inputs: GeneratorInputs) -> SemanticVocab:
     """Word pieces (the backbone's, else trained on the corpus) plus every ID space's tokens."""
     items = inputs.items
-    if inputs.text is not None:
+    if inputs.text is not None and not cfg.model.text_tokens:
         # the word pieces are unused by text-t5 (texts go through the sentence encoder)
         tokenizer: Any = train_text_tokenizer(items["title"].fill_null("").to_list(), 500)
+    elif inputs.text is not None:
+        tokenizer = None  # text-t5 with a lexical path: trained on the corpus below
     else:
         tokenizer = pretrained_tokenizer(cfg.model, inputs.encoder_path)
     if tokenizer is None:
@@ -258,6 +260,7 @@ def training_examples(
         cfg.model.max_history_items,
         text_slots=cfg.model.text_slots if text is not None else 0,
         pooled_history=text is not None and cfg.model.history_input == "items",
+        text_tokens=cfg.model.text_tokens if text is not None else 0,
     )
     n_queries = inputs.train_queries.height
     texts, targets = training_texts(inputs.items, inputs.splits, cfg)
