@@ -454,3 +454,85 @@ def test_indexing_block_is_where_training_texts_put_each_variant():
     assert texts[indexing_block(cfg, 2, 3, "title_year")] == ["A (1990)", "B", "C (2001)"]
     with pytest.raises(ValueError, match="'title' is not among the training texts"):
         indexing_block(cfg, 2, 3, "title")
+
+
+class DigitBlindTextEncoder(HashTextEncoder):
+    """A stand-in sentence encoder that cannot see digits: "space 2" and "space 4" get one
+    vector (as a pooled sentence vector nearly does for "Rocky II" and "Rocky IV")."""
+
+    def encode(self, texts, progress=False):
+        return super().encode(["".join(c for c in t if not c.isdigit()) for t in texts])
+
+
+def lexical_vocab(cards, texts):
+    tok = train_text_tokenizer(list(texts) * 20, 500)
+    return SemanticVocab.build(tok, {"item": cards}, {"search": "item", "rec": "item"})
+
+
+def test_lexical_path_puts_the_first_word_pieces_after_the_vector_slots():
+    cards = [4, 4, 1]
+    codes = codes_for(6, cards)
+    texts = ["space thriller 2", "romance"]
+    vocab = lexical_vocab(cards, texts)
+    encoder = InputEncoder(vocab, {"item": codes}, 16, 3, text_slots=2, text_tokens=2)
+    pieces = [vocab.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len(pieces[0]) > 2  # truncated below
+    head, unk, eos = vocab.task_token("search"), vocab.unk_id, vocab.eos_id
+    rows = encoder.search(texts)
+    assert rows == [[head, unk, unk, *pieces[0][:2], eos], [head, unk, unk, *pieces[1], eos]]
+    assert (
+        InputEncoder(vocab, {"item": codes}, 16, 3, text_slots=2).search(texts)
+        == [[head, unk, unk, eos]] * 2
+    )
+    cfg = TEXT_TINY.model_copy(update={"text_tokens": 2})
+    model = build_model(cfg, len(vocab), vocab.pad_id, vocab.eos_id, "fake", 8)
+    ids = torch.tensor([rows[0]])
+    vectors = torch.from_numpy(HashTextEncoder().encode(texts[:1]))
+    embeds = model.embed_inputs(ids, text_vectors=vectors, text_rows=torch.arange(1))
+    table = model.shared.weight
+    assert torch.allclose(embeds[0, 3:5], table[torch.tensor(pieces[0][:2])])
+    assert not torch.allclose(embeds[0, 1], table[unk])  # slots hold the projected vector
+
+
+def test_config_keys_stay_without_a_lexical_path():
+    assert "text_tokens" not in ModelConfig().model_dump()
+    assert ModelConfig(text_tokens=8).model_dump()["text_tokens"] == 8
+
+
+@pytest.mark.parametrize("text_tokens", [0, 4])
+def test_lexical_path_tells_apart_texts_with_one_vector(tmp_path, text_tokens):
+    """Six texts, three vectors: only word pieces can tell "space 1" from "space 2"."""
+    from semid.generative.model import load_model
+
+    torch.manual_seed(0)
+    cards = [4, 4, 1]
+    codes = codes_for(6, cards)
+    texts = [f"{word} {n}" for word in ("space", "romance") for n in (1, 2, 3)]
+    vocab = lexical_vocab(cards, texts)
+    text = DigitBlindTextEncoder()
+    encoder = InputEncoder(
+        vocab, {"item": codes}, 16, 3, text_slots=2, pooled_history=True, text_tokens=text_tokens
+    )
+    examples = build_examples(encoder, texts, list(range(6)), [], [], text.encode(texts))
+    cfg = TEXT_TINY.model_copy(update={"text_tokens": text_tokens})
+    model = build_model(cfg, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
+    space = vocab.spaces["item"]
+    masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
+    train = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
+    train_generator(model, examples, train, vocab.pad_id, torch.device("cpu"), 0, masks)
+    retriever = GenerativeRetriever(
+        model, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=text
+    )
+    retriever.save(tmp_path / "m")
+    loaded = GenerativeRetriever(
+        load_model(tmp_path / "m"),
+        vocab,
+        {"item": codes},
+        16,
+        3,
+        level_softmax=True,
+        text_encoder=text,
+    )
+    hits = int((loaded.search(texts, k=1)[0][:, 0] == np.arange(6)).sum())
+    # the vector alone: one item per vector at best; with the word pieces: all six
+    assert hits == 6 if text_tokens else hits <= 2
