@@ -130,6 +130,13 @@ RECIPES: dict[str, tuple[list[str], str]] = {
         "the default preset + the first 32 word pieces of each search text after its vector "
         "slots (4,000 word pieces trained on item texts and train queries)",
     ),
+    # More indexing signal where the title lookup misses (target 3): the title-alone input
+    # twice per repeat (6 times per epoch instead of 3). Same AVX2-only machine as the row above.
+    "title-x2": (
+        ["train.indexing_variants=[text, title, title, title_year]"],
+        "the default preset with the title-alone indexing input twice as often (6 times per "
+        "epoch; the item text and 'Title (year)' 3 times)",
+    ),
 }
 
 
