@@ -3,6 +3,7 @@ constrained-decoding queries/s and the metrics table.
 
     python benchmarks/default_run.py                 # runs `semid run` (default preset) first
     python benchmarks/default_run.py --run-dir runs/NAME   # measure an existing run
+    python benchmarks/default_run.py --out benchmarks/results/OTHER.json  # another machine
 
 Prints a table and writes benchmarks/results/default_run.json.
 """
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, help="Existing run directory to measure.")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--decode-inputs", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON to write.")
     args = parser.parse_args()
     run_dir = args.run_dir
     total = None
@@ -126,9 +128,9 @@ def main() -> None:
     for method, tasks in metrics.items():
         cells = [tasks.get(t, {}).get(f"recall@{k}") for t in ("search", "rec")]
         print(f"{method:<20}" + "".join(f"{'—' if c is None else f'{c:.4f}':>13}" for c in cells))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_json(OUT, result)
-    print(f"\nwrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, result)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
