@@ -55,6 +55,17 @@ def codes_for(n, cards, seed=0):
     return np.c_[base, np.zeros(len(base), dtype=np.int64)]
 
 
+def memorise(model, examples, vocab, level_softmax=False):
+    """Train ``model`` on ``examples`` long enough to memorise a tiny catalogue (150 fp32
+    epochs, lr 1e-2); ``level_softmax``: over each level's codes of a 2-level item space."""
+    masks = None
+    if level_softmax:
+        space = vocab.spaces["item"]
+        masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
+    cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
+    train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), 0, masks)
+
+
 def node_at(trie, code_row, depth):
     """Trie node reached by the first ``depth`` codes of ``code_row``."""
     node = torch.zeros(1, dtype=torch.long)
@@ -181,10 +192,7 @@ def test_text_t5_learns_text_to_id_and_round_trips(tmp_path):
         encoder, texts, list(range(10)), [[0], [1]], [1, 2], text.encode(texts)
     )
     model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
-    space = vocab.spaces["item"]
-    masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
-    cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
-    train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), 0, masks)
+    memorise(model, examples, vocab, level_softmax=True)
     retriever = GenerativeRetriever(
         model, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=text
     )
@@ -273,8 +281,7 @@ def test_pooled_history_model_learns_and_scores_exactly():
         encoder, texts, [0, 1], [[0], [1], [0, 1]], [1, 2, 3], text.encode(texts)
     )
     model = build_model(TEXT_TINY, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
-    cfg = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
-    train_generator(model, examples, cfg, vocab.pad_id, torch.device("cpu"), 0)
+    memorise(model, examples, vocab)
     retriever = GenerativeRetriever(model, vocab, {"item": codes}, 16, 3, text_encoder=text)
     rec, scores = retriever.recommend([[0], [1], [0, 1]], k=10)
     assert rec[:, 0].tolist() == [1, 2, 3]
@@ -516,10 +523,7 @@ def test_lexical_path_tells_apart_texts_with_one_vector(tmp_path, text_tokens):
     examples = build_examples(encoder, texts, list(range(6)), [], [], text.encode(texts))
     cfg = TEXT_TINY.model_copy(update={"text_tokens": text_tokens})
     model = build_model(cfg, len(vocab), vocab.pad_id, vocab.eos_id, "fake", text.dim)
-    space = vocab.spaces["item"]
-    masks = level_masks(len(vocab), [(space.offsets, space.cardinalities)] * 2)
-    train = TrainConfig(epochs=150, batch_size=8, lr=1e-2, warmup_ratio=0.0, precision="fp32")
-    train_generator(model, examples, train, vocab.pad_id, torch.device("cpu"), 0, masks)
+    memorise(model, examples, vocab, level_softmax=True)
     retriever = GenerativeRetriever(
         model, vocab, {"item": codes}, 16, 3, level_softmax=True, text_encoder=text
     )
