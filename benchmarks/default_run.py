@@ -5,7 +5,7 @@ constrained-decoding queries/s and the metrics table.
     python benchmarks/default_run.py --run-dir runs/NAME   # measure an existing run
     python benchmarks/default_run.py --out benchmarks/results/OTHER.json  # another machine
 
-Prints a table and writes benchmarks/results/default_run.json.
+Prints a table and writes benchmarks/results/default_run.json (or the ``--out`` path).
 """
 
 from __future__ import annotations
